@@ -1,0 +1,96 @@
+import { z } from 'zod';
+import { TaskSchema } from '../../core/src/tasks/model.ts';
+import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
+import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
+import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
+import { TASKS_PATH } from './routes/tasks.ts';
+
+const ref = (id: string) => ({ $ref: `#/components/schemas/${id}` });
+const json = (schema: object) => ({ 'application/json': { schema } });
+const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: ref('Problem') } } });
+
+/** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
+function components(): Record<string, unknown> {
+  const registry = z.registry<{ id: string }>();
+  for (const schema of [TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
+    registry.add(schema, { id: (schema.meta() as { id: string }).id });
+  }
+  const { schemas } = z.toJSONSchema(registry, { io: 'input', uri: (id) => `#/components/schemas/${id}`, unrepresentable: 'any' });
+  for (const [name, type] of TASK_TYPES) {
+    schemas[`${name}Payload`] = { description: type.description, ...z.toJSONSchema(type.payload, { io: 'input', unrepresentable: 'any' }) };
+  }
+  for (const schema of Object.values(schemas)) delete (schema as { $schema?: string }).$schema;
+  return schemas;
+}
+
+function queryParameters(): object[] {
+  const schema = z.toJSONSchema(ListTasksQuerySchema, { io: 'input', unrepresentable: 'any' }) as {
+    properties: Record<string, { description?: string }>;
+  };
+  return Object.entries(schema.properties).map(([name, property]) => ({ name, in: 'query', required: false, schema: property }));
+}
+
+const idParameter = { name: 'id', in: 'path', required: true, schema: z.toJSONSchema(TaskIdSchema) };
+
+/** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
+export function openApiDocument(): object {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Conveyor',
+      version: '1',
+      description:
+        'Asynchronous task service: submit a task, a worker runs it, read its result. Each task type has its own payload schema (`<type>Payload`).',
+    },
+    paths: {
+      [TASKS_PATH]: {
+        post: {
+          summary: 'Submit a task',
+          operationId: 'submitTask',
+          requestBody: { required: true, content: json(ref('SubmitTask')) },
+          responses: {
+            '201': { description: 'Stored (and published unless RabbitMQ is down: then `pending`).', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
+            '400': problem('The body is not JSON.'),
+            '413': problem('The body is larger than 1 MiB.'),
+            '415': problem('The body is not JSON.'),
+            '422': problem('Unknown task type or a payload that does not fit it.'),
+            '503': problem('PostgreSQL is unreachable; nothing was stored.'),
+          },
+        },
+        get: {
+          summary: 'List tasks, newest first',
+          operationId: 'listTasks',
+          parameters: queryParameters(),
+          responses: { '200': { description: 'One page.', content: json(ref('TaskList')) }, '400': problem('Invalid query.') },
+        },
+      },
+      [`${TASKS_PATH}/{id}`]: {
+        parameters: [idParameter],
+        get: {
+          summary: 'Read a task',
+          operationId: 'getTask',
+          responses: { '200': { description: 'The task.', content: json(ref('Task')) }, '400': problem('Malformed id.'), '404': problem('No such task.') },
+        },
+        delete: {
+          summary: 'Delete a task; a queued task never runs',
+          operationId: 'deleteTask',
+          responses: {
+            '204': { description: 'Deleted.' },
+            '400': problem('Malformed id.'),
+            '404': problem('No such task.'),
+            '409': problem('A worker is running the task.'),
+          },
+        },
+      },
+      '/healthz': { get: { summary: 'Liveness', operationId: 'healthz', responses: { '200': { description: 'Alive.', content: json(ref('Health')) } } } },
+      '/readyz': {
+        get: {
+          summary: 'Readiness: PostgreSQL and RabbitMQ reachable',
+          operationId: 'readyz',
+          responses: { '200': { description: 'Ready.', content: json(ref('Health')) }, '503': problem('PostgreSQL or RabbitMQ is down (see `checks`).') },
+        },
+      },
+    },
+    components: { schemas: components() },
+  };
+}

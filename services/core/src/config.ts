@@ -1,0 +1,72 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { ConfigError } from './errors.ts';
+
+/** Bounds that protect the service from its own configuration. */
+export const LIMITS = Object.freeze({
+  maxConcurrency: 1000,
+  maxPort: 65535,
+});
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const envSchema = z.object({
+  DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/conveyor'),
+  AMQP_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PORT: integer(0, LIMITS.maxPort).default(8000),
+  TASKS_QUEUE: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,200}$/, 'letters, digits and . _ : - only, at most 200 characters')
+    .default('tasks'),
+  WORKER_CONCURRENCY: integer(1, LIMITS.maxConcurrency).default(8),
+  WORKER_ID: z.string().min(1).optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SHUTDOWN_TIMEOUT_MS: integer(0, 3_600_000).default(25_000),
+  PUBLISH_TIMEOUT_MS: integer(1, 60_000).default(5_000),
+  DATABASE_POOL_SIZE: integer(1, 200).default(10),
+});
+
+export type Config = Readonly<{
+  databaseUrl: string;
+  amqpUrl: string;
+  host: string;
+  port: number;
+  tasksQueue: string;
+  workerConcurrency: number;
+  workerId: string;
+  logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+  /** How long a graceful stop may take before in-flight work is handed back. */
+  shutdownTimeoutMs: number;
+  /** How long a submit waits for the broker's confirm before answering with a `pending` task. */
+  publishTimeoutMs: number;
+  databasePoolSize: number;
+}>;
+
+/**
+ * Reads the configuration once, at start.
+ * @throws {ConfigError} listing every invalid variable at once.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // An empty variable means "unset", as in most shells' `VAR= cmd`.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== ''));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+  }
+  const e = parsed.data;
+  return Object.freeze({
+    databaseUrl: e.DATABASE_URL,
+    amqpUrl: e.AMQP_URL,
+    host: e.HOST,
+    port: e.PORT,
+    tasksQueue: e.TASKS_QUEUE,
+    workerConcurrency: e.WORKER_CONCURRENCY,
+    workerId: e.WORKER_ID ?? `${hostname()}-${process.pid}`,
+    logLevel: e.LOG_LEVEL,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    publishTimeoutMs: e.PUBLISH_TIMEOUT_MS,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+  });
+}

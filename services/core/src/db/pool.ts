@@ -1,0 +1,91 @@
+import {
+  createPool,
+  createTypeParserPreset,
+  type DatabasePool,
+  type Interceptor,
+  type QueryResultRow,
+  SchemaValidationError,
+  sql,
+} from 'slonik';
+import { z } from 'zod';
+import type { Logger } from '../log.ts';
+import { translated } from './errors.ts';
+
+export type { DatabasePool };
+
+/** Validates every `sql.type(schema)` result against its schema (slonik leaves this to an interceptor). */
+function resultParser(): Interceptor {
+  return {
+    name: 'conveyor-result-parser',
+    transformRowAsync: async (context, query, row) => {
+      if (!context.resultParser) return row;
+      const outcome = await context.resultParser['~standard'].validate(row);
+      if (outcome.issues) throw new SchemaValidationError(query, row, outcome.issues);
+      return outcome.value as QueryResultRow;
+    },
+  };
+}
+
+// Timestamps leave the database as ISO 8601 UTC strings, the form the API speaks, instead of slonik's epoch numbers.
+const typeParsers = [
+  ...createTypeParserPreset().filter((parser) => parser.name !== 'timestamptz'),
+  { name: 'timestamptz', parse: (value: string) => new Date(value).toISOString() },
+];
+
+export type PoolOptions = { maxPoolSize: number; applicationName: string };
+
+/**
+ * Opens a pool on `url`, creating the database first when it does not exist.
+ * @throws {DatabaseUnavailable} when PostgreSQL cannot be reached.
+ */
+export async function openPool(url: string, options: PoolOptions, log: Logger): Promise<DatabasePool> {
+  await ensureDatabase(url, log);
+  return translated(() =>
+    createPool(withApplicationName(url, options.applicationName), {
+      maxPoolSize: options.maxPoolSize,
+      interceptors: [resultParser()],
+      typeParsers,
+      captureStackTrace: false,
+      connectionTimeout: 5_000,
+      statementTimeout: 60_000,
+    }),
+  );
+}
+
+function withApplicationName(url: string, name: string): string {
+  const parsed = new URL(url);
+  if (!parsed.searchParams.has('application_name')) parsed.searchParams.set('application_name', name);
+  return parsed.toString();
+}
+
+/** Creates the database named in `url` if it is missing; concurrent callers are fine. */
+async function ensureDatabase(url: string, log: Logger): Promise<void> {
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.replace(/^\//, ''));
+  if (!name) return;
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const pool = await translated(() => createPool(admin.toString(), { maxPoolSize: 1, connectionTimeout: 5_000 }));
+  try {
+    const exists = () =>
+      pool.exists(sql.type(z.object({ exists: z.boolean() }))`SELECT 1 FROM pg_database WHERE datname = ${name}`);
+    if (await translated(exists)) return;
+    try {
+      await pool.query(sql.unsafe`CREATE DATABASE ${sql.identifier([name])}`);
+      log.info({ database: name }, 'database created');
+    } catch (error) {
+      // Another process created it between our check and our CREATE.
+      if (!(await translated(exists))) throw error;
+    }
+  } finally {
+    await pool.end();
+  }
+}
+
+/**
+ * One round-trip to PostgreSQL, for readiness checks.
+ * @throws {DatabaseUnavailable}
+ */
+export async function pingDatabase(pool: DatabasePool): Promise<void> {
+  await translated(() => pool.query(sql.unsafe`SELECT 1`));
+}

@@ -1,0 +1,75 @@
+/**
+ * The base of every error Conveyor raises on purpose. `status` is the HTTP status the API answers with;
+ * `code` is stable and machine-readable (it becomes the problem `type`).
+ */
+export class ConveyorError extends Error {
+  readonly code: string;
+  readonly status: number;
+
+  constructor(message: string, options: { code: string; status: number; cause?: unknown }) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options.code;
+    this.status = options.status;
+  }
+}
+
+/** One invalid field of a request, as reported in a problem's `errors`. */
+export type FieldIssue = { path: string; message: string };
+
+export class ValidationError extends ConveyorError {
+  readonly errors: readonly FieldIssue[];
+
+  constructor(message: string, errors: readonly FieldIssue[] = [], status = 422) {
+    super(message, { code: 'validation-failed', status });
+    this.errors = errors;
+  }
+}
+
+export class TaskNotFound extends ConveyorError {
+  constructor(id: string) {
+    super(`task ${id} does not exist`, { code: 'task-not-found', status: 404 });
+  }
+}
+
+/** The task exists but its status does not allow the requested change. */
+export class TaskConflict extends ConveyorError {
+  constructor(message: string) {
+    super(message, { code: 'task-conflict', status: 409 });
+  }
+}
+
+export class BrokerUnavailable extends ConveyorError {
+  constructor(message = 'RabbitMQ is not reachable', cause?: unknown) {
+    super(message, { code: 'broker-unavailable', status: 503, cause });
+  }
+}
+
+export class DatabaseUnavailable extends ConveyorError {
+  constructor(message = 'PostgreSQL is not reachable', cause?: unknown) {
+    super(message, { code: 'database-unavailable', status: 503, cause });
+  }
+}
+
+export class ConfigError extends ConveyorError {
+  constructor(message: string) {
+    super(message, { code: 'invalid-configuration', status: 500 });
+  }
+}
+
+/** A lifecycle method was called in a state that does not allow it (e.g. `start()` after `stop()`). */
+export class IllegalStateError extends ConveyorError {
+  constructor(message: string) {
+    super(message, { code: 'illegal-state', status: 500 });
+  }
+}
+
+/**
+ * Thrown by a handler for a failure that retrying cannot fix (bad input, a refused operation):
+ * the task fails at once whatever attempts remain.
+ */
+export class PermanentTaskError extends ConveyorError {
+  constructor(message: string, cause?: unknown) {
+    super(message, { code: 'permanent-task-error', status: 500, cause });
+  }
+}

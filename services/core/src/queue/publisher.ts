@@ -1,0 +1,92 @@
+import type { ChannelModel, ConfirmChannel } from 'amqplib';
+import { BrokerUnavailable } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { Broker } from './broker.ts';
+import { assertTasksQueue, encodeTaskMessage, type TaskMessage } from './topology.ts';
+
+/**
+ * Publishes task messages on a confirm channel. Many publishes are in flight at once on the one channel
+ * (pipelined), each resolving when RabbitMQ confirms it has the message on disk.
+ */
+export class Publisher {
+  readonly #broker: Broker;
+  readonly #queue: string;
+  readonly #timeoutMs: number;
+  readonly #log: Logger;
+  #channel: ConfirmChannel | null = null;
+
+  constructor(options: { broker: Broker; queue: string; confirmTimeoutMs: number }, log: Logger) {
+    this.#broker = options.broker;
+    this.#queue = options.queue;
+    this.#timeoutMs = options.confirmTimeoutMs;
+    this.#log = log.child({ component: 'publisher' });
+  }
+
+  /** Opens the confirm channel on every (re)connect. */
+  async start(): Promise<void> {
+    await this.#broker.onConnect((model) => this.#open(model));
+  }
+
+  async #open(model: ChannelModel): Promise<void> {
+    const channel = await model.createConfirmChannel();
+    await assertTasksQueue(channel, this.#queue);
+    channel.on('error', () => undefined);
+    channel.on('close', () => {
+      if (this.#channel !== channel) return;
+      this.#channel = null;
+      void this.#broker.reconnect(new Error('publisher channel closed'));
+    });
+    this.#channel = channel;
+  }
+
+  get ready(): boolean {
+    return this.#channel !== null;
+  }
+
+  /**
+   * Resolves once RabbitMQ confirms the message.
+   * @throws {BrokerUnavailable} when disconnected, when the broker refuses the message, or when no confirm comes in time.
+   */
+  publish(message: TaskMessage): Promise<void> {
+    const channel = this.#channel;
+    if (!channel) return Promise.reject(new BrokerUnavailable());
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new BrokerUnavailable(`RabbitMQ did not confirm within ${this.#timeoutMs} ms`)),
+        this.#timeoutMs,
+      );
+      const settle = (error: unknown) => {
+        clearTimeout(timer);
+        if (error) reject(new BrokerUnavailable('RabbitMQ did not accept the message', error));
+        else resolve();
+      };
+      try {
+        channel.publish(
+          '',
+          this.#queue,
+          encodeTaskMessage(message),
+          {
+            persistent: true,
+            priority: message.priority,
+            messageId: message.taskId,
+            type: message.type,
+            contentType: 'application/json',
+          },
+          settle,
+        );
+      } catch (error) {
+        settle(error);
+      }
+    });
+  }
+
+  async stop(): Promise<void> {
+    const channel = this.#channel;
+    this.#channel = null;
+    if (!channel) return;
+    // Waiting for outstanding confirms keeps a clean stop from leaving tasks `pending` needlessly.
+    await channel.waitForConfirms().catch(() => undefined);
+    await channel.close().catch(() => undefined);
+    this.#log.debug('publisher stopped');
+  }
+}

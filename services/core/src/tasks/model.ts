@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { TaskStatus } from './state.ts';
+
+/** Policy limits for what a task may ask for, beside the schema that enforces them. */
+export const TASK_LIMITS = Object.freeze({
+  minPriority: 0,
+  maxPriority: 9,
+  defaultPriority: 5,
+  defaultMaxAttempts: 1,
+  maxMaxAttempts: 100,
+  maxTypeLength: 100,
+});
+
+export const TaskStatusSchema = z.enum(TaskStatus).meta({
+  description: 'pending: stored, not yet published; queued: published; in_progress: a worker runs it; completed, failed, cancelled: final.',
+});
+
+export const TaskErrorSchema = z
+  .object({
+    message: z.string(),
+    attempt: z.number().int().min(1),
+  })
+  .meta({ description: 'Why the last attempt failed.' });
+
+const isoTime = z.iso.datetime();
+
+/** Any JSON value. Named so that the OpenAPI document can refer to it instead of repeating it. */
+export const JsonValueSchema = z.json().meta({ id: 'JsonValue', description: 'Any JSON value.' });
+
+/** A task as clients see it. Timestamps are ISO 8601 UTC. */
+export const TaskSchema = z
+  .object({
+    id: z.uuid(),
+    type: z.string(),
+    payload: JsonValueSchema,
+    priority: z.number().int().min(TASK_LIMITS.minPriority).max(TASK_LIMITS.maxPriority),
+    status: TaskStatusSchema,
+    attempts: z.number().int().min(0),
+    maxAttempts: z.number().int().min(1),
+    result: JsonValueSchema.nullable(),
+    error: TaskErrorSchema.nullable(),
+    createdAt: isoTime,
+    updatedAt: isoTime,
+    startedAt: isoTime.nullable(),
+    finishedAt: isoTime.nullable(),
+  })
+  .meta({ id: 'Task' });
+
+export type Task = z.infer<typeof TaskSchema>;
+export type TaskError = z.infer<typeof TaskErrorSchema>;

@@ -1,0 +1,77 @@
+/**
+ * The task lifecycle, defined once. Every status change in the system is one of the edges of
+ * {@link TRANSITIONS}; the repository builds each conditional UPDATE from this table.
+ */
+export const TaskStatus = Object.freeze({
+  /** Stored in PostgreSQL, not yet confirmed by RabbitMQ (the broker may be down). */
+  pending: 'pending',
+  /** Published: RabbitMQ confirmed the message and holds it until a worker takes it. */
+  queued: 'queued',
+  /** Claimed by a worker, which is running the handler. */
+  in_progress: 'in_progress',
+  /** The handler returned; `result` holds its value. Terminal. */
+  completed: 'completed',
+  /** The handler threw on its last allowed attempt; `error` says why. Terminal. */
+  failed: 'failed',
+  /** Stopped by a client before it ran. Terminal. */
+  cancelled: 'cancelled',
+} as const);
+
+export type TaskStatus = (typeof TaskStatus)[keyof typeof TaskStatus];
+
+export const TASK_STATUSES: readonly TaskStatus[] = Object.freeze(Object.values(TaskStatus));
+
+const { pending, queued, in_progress, completed, failed, cancelled } = TaskStatus;
+
+/** Allowed status changes: `from → to[]`. */
+export const TRANSITIONS: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = Object.freeze({
+  // A worker may claim a `pending` task: its message can arrive before the publisher records the confirm.
+  [pending]: [queued, in_progress, cancelled],
+  [queued]: [in_progress, cancelled],
+  // `pending` when a failed attempt will be retried (it is published anew); `queued` when a stopping
+  // worker hands the task back and its message returns to the queue.
+  [in_progress]: [completed, failed, pending, queued],
+  [completed]: [],
+  [failed]: [],
+  [cancelled]: [],
+});
+
+/** The statuses from which `to` can be reached. */
+export function sourcesOf(to: TaskStatus): TaskStatus[] {
+  return TASK_STATUSES.filter((from) => TRANSITIONS[from].includes(to));
+}
+
+export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
+  return TRANSITIONS[from].includes(to);
+}
+
+export const TERMINAL_STATUSES: readonly TaskStatus[] = TASK_STATUSES.filter((s) => TRANSITIONS[s].length === 0);
+
+/**
+ * Statuses in which a task may be deleted: anything a worker is not running. Deleting a `queued` task
+ * is safe because the worker's claim finds no row and drops the message.
+ */
+export const DELETABLE_STATUSES: readonly TaskStatus[] = TASK_STATUSES.filter((s) => s !== in_progress);
+
+export type Edge = Readonly<{ from: readonly TaskStatus[]; to: TaskStatus }>;
+
+function edge(from: TaskStatus[], to: TaskStatus): Edge {
+  for (const source of from) {
+    if (!canTransition(source, to)) throw new Error(`${source} → ${to} is not in TRANSITIONS`);
+  }
+  return Object.freeze({ from: Object.freeze(from), to });
+}
+
+/** The named status changes the system performs; each is checked against {@link TRANSITIONS} when loaded. */
+export const Transition = Object.freeze({
+  /** The broker confirmed the task's message. */
+  publish: edge([pending], queued),
+  /** A worker takes the task. */
+  claim: edge([pending, queued], in_progress),
+  complete: edge([in_progress], completed),
+  fail: edge([in_progress], failed),
+  /** A failed attempt with attempts left: the task is published again. */
+  retry: edge([in_progress], pending),
+  /** A stopping worker gives the task back to the queue without counting the attempt. */
+  handBack: edge([in_progress], queued),
+});

@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { type FieldIssue, ValidationError } from '../errors.ts';
+import { JsonValueSchema, TASK_LIMITS } from './model.ts';
+import { findTaskType, taskTypeNames } from './registry.ts';
+
+const knownTypes = () => taskTypeNames().join(', ');
+
+/** What a client sends to create a task (REST body; the Task custom resource's spec mirrors it). */
+export const SubmitTaskSchema = z
+  .object({
+    type: z
+      .enum(taskTypeNames() as [string, ...string[]], {
+        error: (issue) =>
+          typeof issue.input === 'string'
+            ? `unknown task type '${issue.input}'; known types: ${knownTypes()}`
+            : `type is required: one of ${knownTypes()}`,
+      })
+      .meta({ description: 'A registered task type.' }),
+    payload: JsonValueSchema.default({}).meta({ description: "The task's input; must fit the type's payload schema." }),
+    priority: z
+      .number()
+      .int()
+      .min(TASK_LIMITS.minPriority)
+      .max(TASK_LIMITS.maxPriority)
+      .default(TASK_LIMITS.defaultPriority)
+      .meta({ description: 'Higher runs sooner.' }),
+    maxAttempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(TASK_LIMITS.maxMaxAttempts)
+      .default(TASK_LIMITS.defaultMaxAttempts)
+      .meta({ description: 'How many times the task may run before it is failed.' }),
+  })
+  .strict()
+  .meta({ id: 'SubmitTask' });
+
+export type Submission = z.output<typeof SubmitTaskSchema>;
+
+export function toFieldIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): FieldIssue[] {
+  return issues.map((issue) => {
+    const path = [...prefix, ...issue.path].map(String).join('.');
+    const keys = issue.code === 'unrecognized_keys' ? `: ${issue.keys.join(', ')}` : '';
+    return { path: path || '(body)', message: `${issue.message}${keys}` };
+  });
+}
+
+/**
+ * Validates a submission, including the payload against its type's own schema.
+ * @throws {ValidationError} (422) listing every problem found.
+ */
+export function parseSubmission(body: unknown): Submission {
+  const parsed = SubmitTaskSchema.safeParse(body);
+  if (!parsed.success) {
+    const errors = toFieldIssues(parsed.error.issues);
+    throw new ValidationError(errors.map((e) => `${e.path}: ${e.message}`).join('; '), errors);
+  }
+  const taskType = findTaskType(parsed.data.type);
+  if (!taskType) throw new ValidationError(`unknown task type '${parsed.data.type}'; known types: ${knownTypes()}`);
+  const payload = taskType.payload.safeParse(parsed.data.payload);
+  if (!payload.success) {
+    const errors = toFieldIssues(payload.error.issues, ['payload']);
+    const detail = errors.map((e) => `${e.path}: ${e.message}`).join('; ');
+    throw new ValidationError(`payload does not fit task type '${taskType.name}': ${detail}`, errors);
+  }
+  return { ...parsed.data, payload: payload.data as Submission['payload'] };
+}

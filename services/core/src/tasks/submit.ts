@@ -1,0 +1,42 @@
+import type { TasksRepository } from '../db/tasks-repository.ts';
+import { newTaskId } from '../ids.ts';
+import type { Logger } from '../log.ts';
+import type { Publisher } from '../queue/publisher.ts';
+import type { Task } from './model.ts';
+import { TaskStatus } from './state.ts';
+import type { Submission } from './submission.ts';
+
+export type SubmitDeps = { repository: TasksRepository; publisher: Publisher; log: Logger };
+
+/**
+ * Stores a task, then publishes it. The row is committed before the message exists, so a worker never
+ * receives a task it cannot find; if RabbitMQ is down or slow the task stays `pending` and is still accepted.
+ * @throws {DatabaseUnavailable} when the task could not be stored (nothing was accepted).
+ */
+export async function submitTask(deps: SubmitDeps, submission: Submission): Promise<Task> {
+  const task = await deps.repository.insertTask({ id: newTaskId(), ...submission });
+  const log = deps.log.child({ taskId: task.id, type: task.type });
+  log.info({ priority: task.priority }, 'task submitted');
+  return publishTask(deps, task, log);
+}
+
+/** Publishes a `pending` task and records the confirm; returns the task as it now stands. */
+export async function publishTask(deps: SubmitDeps, task: Task, log: Logger): Promise<Task> {
+  try {
+    await deps.publisher.publish({ taskId: task.id, type: task.type, priority: task.priority });
+  } catch (error) {
+    log.warn({ err: (error as Error).message }, 'task stored but not published; it stays pending');
+    return task;
+  }
+  let marked: number;
+  try {
+    marked = await deps.repository.markQueued([task.id]);
+  } catch (error) {
+    // The message is out; a worker claims a `pending` task just as well, so this costs nothing but the label.
+    log.warn({ err: (error as Error).message }, 'task published but could not be marked queued');
+    return task;
+  }
+  log.debug('task published');
+  // When 0 rows changed, a worker claimed the task between the confirm and our update: read what it is now.
+  return marked === 1 ? { ...task, status: TaskStatus.queued } : ((await deps.repository.findTask(task.id)) ?? task);
+}
