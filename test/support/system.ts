@@ -1,0 +1,94 @@
+// Starts the real API and worker in-process, wired exactly as their main.ts wires them, on a test file's own
+// database and queue, and talks to them over HTTP.
+import { setTimeout as delay } from 'node:timers/promises';
+import { type Config, loadConfig } from '../../services/core/src/config.ts';
+import { createLogger, type Logger } from '../../services/core/src/log.ts';
+import { createApiService } from '../../services/api/src/service.ts';
+import { createWorkerService, type WorkerService } from '../../services/worker/src/service.ts';
+import { dropDatabase, deleteQueues, freshDatabaseUrl, freshQueueName } from './isolation.ts';
+import { services } from './services.ts';
+
+export const testLog: Logger = createLogger({ service: 'test', level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
+
+/** A test file's private world: its database and queue, and every service it started, all torn down together. */
+export class TestWorld {
+  readonly env: Record<string, string>;
+  readonly #stops: (() => Promise<void>)[] = [];
+  readonly #queues: string[];
+
+  private constructor(env: Record<string, string>) {
+    this.env = env;
+    this.#queues = [env['TASKS_QUEUE'] as string];
+  }
+
+  static async create(): Promise<TestWorld> {
+    const { amqpUrl } = await services();
+    return new TestWorld({
+      DATABASE_URL: await freshDatabaseUrl(),
+      AMQP_URL: amqpUrl,
+      TASKS_QUEUE: freshQueueName(),
+      HOST: '127.0.0.1',
+      PORT: '0',
+      LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
+    });
+  }
+
+  config(overrides: Record<string, string> = {}): Config {
+    return loadConfig({ ...this.env, ...overrides });
+  }
+
+  /** Starts an API; `overrides` change its environment (e.g. an AMQP_URL where nothing listens). */
+  async startApi(overrides: Record<string, string> = {}) {
+    const api = createApiService(this.config(overrides), testLog);
+    await api.lifecycle.start();
+    this.#stops.push(() => api.lifecycle.stop());
+    return { ...api, baseUrl: api.url(), repository: api.database.tasks() };
+  }
+
+  async startWorker(overrides: Record<string, string> = {}): Promise<WorkerService> {
+    const worker = createWorkerService(this.config(overrides), testLog);
+    await worker.lifecycle.start();
+    this.#stops.push(() => worker.lifecycle.stop());
+    return worker;
+  }
+
+  async teardown(): Promise<void> {
+    for (const stop of this.#stops.reverse()) await stop().catch(() => undefined);
+    await dropDatabase(this.env['DATABASE_URL'] as string);
+    await deleteQueues(this.#queues);
+  }
+}
+
+/**
+ * Polls `probe` until it returns something other than `undefined`/`false`, or fails after `timeoutMs`.
+ * For state that lives in another system (a row a worker writes), where there is no event to await.
+ */
+export async function eventually<T>(probe: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await delay(20);
+  }
+}
+
+export type HttpResult<T = any> = { status: number; headers: Headers; body: T; text: string };
+
+/** A request to the API; the body is sent as JSON unless it is already a string. */
+export async function request<T = any>(baseUrl: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult<T>> {
+  const init: RequestInit = { method, headers: { ...headers } };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+  }
+  const response = await fetch(baseUrl + path, init);
+  const text = await response.text();
+  let parsed: unknown = undefined;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  return { status: response.status, headers: response.headers, body: parsed as T, text };
+}
