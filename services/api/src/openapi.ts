@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TaskSchema } from '../../core/src/tasks/model.ts';
+import { JsonValueSchema, TaskSchema } from '../../core/src/tasks/model.ts';
 import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
 import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
 import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
@@ -11,15 +11,18 @@ const problem = (description: string) => ({ description, content: { 'application
 
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
 function components(): Record<string, unknown> {
-  const registry = z.registry<{ id: string }>();
-  for (const schema of [TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
+  const registry = z.registry<{ id: string; description?: string }>();
+  for (const schema of [JsonValueSchema, TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
     registry.add(schema, { id: (schema.meta() as { id: string }).id });
   }
-  const { schemas } = z.toJSONSchema(registry, { io: 'input', uri: (id) => `#/components/schemas/${id}`, unrepresentable: 'any' });
   for (const [name, type] of TASK_TYPES) {
-    schemas[`${name}Payload`] = { description: type.description, ...z.toJSONSchema(type.payload, { io: 'input', unrepresentable: 'any' }) };
+    if (!registry.has(type.payload)) registry.add(type.payload, { id: `${name}Payload`, description: type.description });
   }
-  for (const schema of Object.values(schemas)) delete (schema as { $schema?: string }).$schema;
+  const { schemas } = z.toJSONSchema(registry, { io: 'input', uri: (id) => `#/components/schemas/${id}`, unrepresentable: 'any' });
+  for (const schema of Object.values(schemas)) {
+    delete (schema as { $schema?: string }).$schema;
+    delete (schema as { $id?: string }).$id;
+  }
   return schemas;
 }
 
@@ -40,7 +43,7 @@ export function openApiDocument(): object {
       title: 'Conveyor',
       version: '1',
       description:
-        'Asynchronous task service: submit a task, a worker runs it, read its result. Each task type has its own payload schema (`<type>Payload`).',
+        'Asynchronous task service: submit a task, a worker runs it, read its result. Each task type has its own payload schema (`<type>Payload`, or `JsonValue` for any JSON).',
     },
     paths: {
       [TASKS_PATH]: {

@@ -88,16 +88,15 @@ export class TasksRepository {
     );
   }
 
-  /** Records the broker's confirm for these tasks; tasks a worker already claimed are left alone. */
-  async markQueued(ids: readonly string[]): Promise<number> {
-    if (ids.length === 0) return 0;
-    const updated = await translated(() =>
-      this.#pool.query(idRow`
+  /** Records the broker's confirm for these tasks; returns those moved (a worker may have claimed some already). */
+  async markQueued(ids: readonly string[]): Promise<readonly Task[]> {
+    if (ids.length === 0) return [];
+    return translated(() =>
+      this.#pool.any(task`
         UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
         WHERE id = ANY(${sql.array([...ids], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})
-        RETURNING id`),
+        RETURNING ${TASK_COLUMNS}`),
     );
-    return updated.rowCount;
   }
 
   /** Takes the task for one attempt. `null` when it is gone, finished, cancelled or already taken. */

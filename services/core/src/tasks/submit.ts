@@ -3,7 +3,6 @@ import { newTaskId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../queue/publisher.ts';
 import type { Task } from './model.ts';
-import { TaskStatus } from './state.ts';
 import type { Submission } from './submission.ts';
 
 export type SubmitDeps = { repository: TasksRepository; publisher: Publisher; log: Logger };
@@ -28,7 +27,7 @@ export async function publishTask(deps: SubmitDeps, task: Task, log: Logger): Pr
     log.warn({ err: (error as Error).message }, 'task stored but not published; it stays pending');
     return task;
   }
-  let marked: number;
+  let marked: readonly Task[];
   try {
     marked = await deps.repository.markQueued([task.id]);
   } catch (error) {
@@ -37,6 +36,6 @@ export async function publishTask(deps: SubmitDeps, task: Task, log: Logger): Pr
     return task;
   }
   log.debug('task published');
-  // When 0 rows changed, a worker claimed the task between the confirm and our update: read what it is now.
-  return marked === 1 ? { ...task, status: TaskStatus.queued } : ((await deps.repository.findTask(task.id)) ?? task);
+  // Nothing marked: a worker claimed the task between the confirm and our update, so read what it is now.
+  return marked[0] ?? (await deps.repository.findTask(task.id)) ?? task;
 }

@@ -1,10 +1,10 @@
-import { z } from 'zod';
 import { defineTaskType } from '../handler.ts';
+import { JsonValueSchema } from '../model.ts';
 
 export const echo = defineTaskType({
   name: 'echo',
   description: 'Returns its payload unchanged.',
-  payload: z.json(),
+  payload: JsonValueSchema,
   async run(payload) {
     return payload;
   },
