@@ -28,6 +28,7 @@ export class Worker {
   readonly #log: Logger;
   readonly #consumer: Consumer;
   readonly #running = new Map<string, { attempt: Attempt; delivery: Delivery; done: Promise<void> }>();
+  readonly #claiming = new Set<Promise<unknown>>();
   #state: State = 'idle';
   #stopping: Promise<void> | null = null;
 
@@ -59,8 +60,15 @@ export class Worker {
       return;
     }
     this.#log.debug({ taskId: delivery.message.taskId, redelivered: delivery.redelivered }, 'task received');
-    const task = await claim(deps, delivery);
+    const claiming = claim(deps, delivery);
+    this.#claiming.add(claiming);
+    const task = await claiming.finally(() => this.#claiming.delete(claiming));
     if (!task) return;
+    if (this.#state !== 'running') {
+      // The stop began while this claim was in flight: give the task straight back instead of starting it.
+      await this.#giveBack({ task, controller: new AbortController(), handedBack: true }, delivery);
+      return;
+    }
     const attempt: Attempt = { task, controller: new AbortController(), handedBack: false };
     const done = runAttempt(deps, delivery, attempt).finally(() => this.#running.delete(task.id));
     this.#running.set(task.id, { attempt, delivery, done });
@@ -79,6 +87,8 @@ export class Worker {
   async #drain(): Promise<void> {
     this.#state = 'stopping';
     await this.#consumer.stop();
+    // A claim in flight may still turn into a running attempt; wait for it so that it is seen below.
+    await Promise.allSettled([...this.#claiming]);
     const all = Promise.allSettled([...this.#running.values()].map((r) => r.done));
     const timeout = new AbortController();
     const finished = await Promise.race([all.then(() => true), delay(this.#options.shutdownTimeoutMs, false, { signal: timeout.signal }).catch(() => false)]);
@@ -92,18 +102,19 @@ export class Worker {
   async #handBackAll(): Promise<void> {
     const left = [...this.#running.values()];
     this.#log.warn({ tasks: left.length }, 'shutdown timeout reached, handing running tasks back');
-    await Promise.all(
-      left.map(async ({ attempt, delivery }) => {
-        attempt.handedBack = true;
-        attempt.controller.abort(new Error('worker stopping'));
-        const { id, attempts } = attempt.task;
-        const back = await this.#options.repository.handBack(id, attempts).catch((error: unknown) => {
-          this.#log.error({ taskId: id, err: error }, 'could not hand the task back');
-          return null;
-        });
-        if (back) this.#log.info({ taskId: id, type: back.type, attempt: attempts }, 'task handed back');
-        delivery.requeue();
-      }),
-    );
+    await Promise.all(left.map(({ attempt, delivery }) => this.#giveBack(attempt, delivery)));
+  }
+
+  /** Aborts an attempt, returns its row to `queued` without counting it, and its message to the queue. */
+  async #giveBack(attempt: Attempt, delivery: Delivery): Promise<void> {
+    attempt.handedBack = true;
+    attempt.controller.abort(new Error('worker stopping'));
+    const { id, attempts } = attempt.task;
+    const back = await this.#options.repository.handBack(id, attempts).catch((error: unknown) => {
+      this.#log.error({ taskId: id, err: error }, 'could not hand the task back');
+      return null;
+    });
+    if (back) this.#log.info({ taskId: id, type: back.type, attempt: attempts }, 'task handed back');
+    delivery.requeue();
   }
 }

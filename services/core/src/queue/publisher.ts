@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import { BrokerUnavailable } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -84,8 +85,14 @@ export class Publisher {
     const channel = this.#channel;
     this.#channel = null;
     if (!channel) return;
-    // Waiting for outstanding confirms keeps a clean stop from leaving tasks `pending` needlessly.
-    await channel.waitForConfirms().catch(() => undefined);
+    // Waiting for outstanding confirms keeps a clean stop from leaving tasks `pending` needlessly; a broker
+    // that stopped answering gets no longer than a confirm would.
+    const timeout = new AbortController();
+    await Promise.race([
+      channel.waitForConfirms().catch(() => undefined),
+      delay(this.#timeoutMs, undefined, { signal: timeout.signal }).catch(() => undefined),
+    ]);
+    timeout.abort();
     await channel.close().catch(() => undefined);
     this.#log.debug('publisher stopped');
   }

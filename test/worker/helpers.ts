@@ -1,0 +1,127 @@
+// What the worker suites share: a world per suite with a running API, and reads of what only PostgreSQL shows.
+import amqplib from 'amqplib';
+import pg from 'pg';
+import { suite, type Test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { encodeTaskMessage, type TaskMessage } from '../../services/core/src/queue/topology.ts';
+import type { Task } from '../../services/core/src/tasks/model.ts';
+import { TaskStatus, TERMINAL_STATUSES } from '../../services/core/src/tasks/state.ts';
+import { eventually, request, TestWorld } from '../support/system.ts';
+
+export type WorkerCtx = {
+  world: TestWorld;
+  baseUrl: string;
+  queue: string;
+  /** A direct connection, for what the API does not show: microsecond timestamps and consistent counts. */
+  db: pg.Client;
+};
+
+/** A suite with its own database and queue, an API to submit through, and a PostgreSQL client; no worker. */
+export function worldSuite(name: string): Test<WorkerCtx> {
+  const test = suite<WorkerCtx>(name, {} as WorkerCtx);
+  test.before(async (ctx) => {
+    ctx.world = await TestWorld.create();
+    ctx.queue = ctx.world.env['TASKS_QUEUE'] as string;
+    const api = await ctx.world.startApi();
+    ctx.baseUrl = api.baseUrl;
+    await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
+    // The API created the database on start, so it exists by now.
+    ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] as string });
+    await ctx.db.connect();
+  });
+  test.after(async (ctx) => {
+    await ctx.db?.end();
+    await ctx.world?.teardown();
+  });
+  return test;
+}
+
+/**
+ * Submits over HTTP. The returned status is not checked: with a worker running it may already be anything,
+ * even `pending` again (a failed attempt waiting for its retry).
+ */
+export async function submit(baseUrl: string, body: Record<string, unknown>): Promise<Task> {
+  const res = await request<Task>(baseUrl, 'POST', '/api/v1/tasks', body);
+  assert.is(res.status, 201, res.text);
+  return res.body;
+}
+
+export async function getTask(baseUrl: string, id: string): Promise<Task> {
+  const res = await request<Task>(baseUrl, 'GET', `/api/v1/tasks/${id}`);
+  assert.is(res.status, 200, res.text);
+  return res.body;
+}
+
+/** Waits for the task to reach `status`. */
+export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return task.status === status && task;
+    },
+    timeoutMs,
+    `task ${id} to be ${status}`,
+  );
+}
+
+/** Waits for the task to end, whichever way, so that a wrong outcome fails on its status rather than on a timeout. */
+export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return TERMINAL_STATUSES.includes(task.status) && task;
+    },
+    timeoutMs,
+    `task ${id} to finish`,
+  );
+}
+
+/** Waits until every task in `ids` is completed. */
+export function allCompleted(db: pg.Client, ids: readonly string[], timeoutMs = 10_000): Promise<true> {
+  return eventually(
+    async () => {
+      const { rows } = await db.query<{ done: number }>(
+        'SELECT count(*)::int AS done FROM tasks WHERE id = ANY($1::uuid[]) AND status = $2',
+        [ids, TaskStatus.completed],
+      );
+      return rows[0]?.done === ids.length;
+    },
+    timeoutMs,
+    `${ids.length} tasks to complete`,
+  );
+}
+
+/** The ids in the order their (last) attempt started, by PostgreSQL's microsecond `started_at`. */
+export async function startOrder(db: pg.Client, ids: readonly string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string }>(
+    'SELECT id FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY started_at, id',
+    [ids],
+  );
+  return rows.map((row) => row.id);
+}
+
+/** Tasks in `status` among `ids`, read in one statement so that the count is a consistent snapshot. */
+export async function countIn(db: pg.Client, ids: readonly string[], status: TaskStatus): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND status = $2',
+    [ids, status],
+  );
+  return rows[0]?.n ?? 0;
+}
+
+/** Publishes a task message straight to the queue, as a second publisher (or a redelivery) would. */
+export async function publishRaw(amqpUrl: string, queue: string, message: TaskMessage): Promise<void> {
+  const connection = await amqplib.connect(amqpUrl);
+  try {
+    const channel = await connection.createConfirmChannel();
+    channel.sendToQueue(queue, encodeTaskMessage(message), {
+      persistent: true,
+      priority: message.priority,
+      messageId: message.taskId,
+      contentType: 'application/json',
+    });
+    await channel.waitForConfirms();
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,157 @@
+import * as assert from 'uvu/assert';
+import { TaskStatus } from '../../services/core/src/tasks/state.ts';
+import { queueDepth } from '../support/isolation.ts';
+import { eventually, request } from '../support/system.ts';
+import { allCompleted, countIn, getTask, publishRaw, settled, startOrder, submit, worldSuite } from './helpers.ts';
+
+const ms = (iso: string | null) => Date.parse(iso ?? '');
+
+const outcomes = worldSuite('worker: task outcomes');
+
+outcomes.before(async ({ world }) => {
+  await world.startWorker({ WORKER_CONCURRENCY: '1' });
+});
+
+outcomes('an echo task completes with its payload as result, in one attempt', async ({ baseUrl }) => {
+  const payload = { hello: 'world', n: [1, 2, 3], nested: { ok: true } };
+  const { id } = await submit(baseUrl, { type: 'echo', payload });
+  const task = await settled(baseUrl, id);
+  assert.is(task.status, TaskStatus.completed);
+  assert.equal(task.result, payload);
+  assert.is(task.attempts, 1);
+  assert.is(task.error, null);
+  assert.ok(task.startedAt && task.finishedAt, 'startedAt and finishedAt are set');
+  assert.ok(ms(task.startedAt) <= ms(task.finishedAt), 'started before it finished');
+});
+
+outcomes('a sleep task completes after sleeping at least as long as asked', async ({ baseUrl }) => {
+  const { id } = await submit(baseUrl, { type: 'sleep', payload: { ms: 200 } });
+  const task = await settled(baseUrl, id);
+  assert.is(task.status, TaskStatus.completed);
+  assert.equal(task.result, { sleptMs: 200 });
+  assert.is(task.attempts, 1);
+  const took = ms(task.finishedAt) - ms(task.startedAt);
+  assert.ok(took >= 200, `finishedAt - startedAt was ${took} ms`);
+});
+
+outcomes('a failing task ends failed with its error, and the worker goes on with the next task', async ({ baseUrl }) => {
+  const { id } = await submit(baseUrl, { type: 'fail', payload: { message: 'boom' } });
+  const failed = await settled(baseUrl, id);
+  assert.is(failed.status, TaskStatus.failed);
+  assert.equal(failed.error, { message: 'boom', attempt: 1 });
+  assert.is(failed.result, null);
+  assert.is(failed.attempts, 1);
+  assert.ok(failed.finishedAt, 'finishedAt is set');
+
+  const next = await submit(baseUrl, { type: 'echo', payload: 'after the failure' });
+  const done = await settled(baseUrl, next.id);
+  assert.is(done.status, TaskStatus.completed);
+  assert.is(done.result, 'after the failure');
+});
+
+outcomes('a failing task is retried until maxAttempts, then fails with the last attempt', async ({ baseUrl }) => {
+  const { id } = await submit(baseUrl, { type: 'fail', payload: { message: 'boom' }, maxAttempts: 3 });
+  const task = await settled(baseUrl, id);
+  assert.is(task.status, TaskStatus.failed);
+  assert.is(task.attempts, 3);
+  assert.equal(task.error, { message: 'boom', attempt: 3 });
+  assert.is(task.result, null);
+});
+
+outcomes.run();
+
+const messages = worldSuite('worker: messages without a runnable task');
+
+messages('a message whose task was deleted is acked and skipped', async ({ world, baseUrl, queue }) => {
+  // No worker yet: the message waits in the queue while its task is deleted.
+  const gone = await submit(baseUrl, { type: 'echo', payload: 'deleted' });
+  assert.is((await request(baseUrl, 'DELETE', `/api/v1/tasks/${gone.id}`)).status, 204);
+  // Same priority, so it is delivered after the deleted one; with one delivery at a time it can only
+  // start once the deleted one's message was settled.
+  const next = await submit(baseUrl, { type: 'echo', payload: 'next' });
+  assert.is(await queueDepth(queue), 2);
+
+  const worker = await world.startWorker({ WORKER_CONCURRENCY: '1' });
+  assert.is((await settled(baseUrl, next.id)).status, TaskStatus.completed);
+  await worker.lifecycle.stop();
+
+  // A message left unacked would have gone back to the queue when the worker closed its channel.
+  await eventually(async () => (await queueDepth(queue)) === 0, 5_000, 'the queue to be empty');
+  assert.is((await request(baseUrl, 'GET', `/api/v1/tasks/${gone.id}`)).status, 404);
+});
+
+messages('a duplicate message runs its task exactly once', async ({ world, baseUrl, queue }) => {
+  const task = await submit(baseUrl, { type: 'sleep', payload: { ms: 300 } });
+  assert.is(task.status, TaskStatus.queued);
+  await publishRaw(world.env['AMQP_URL'] as string, queue, { taskId: task.id, type: task.type, priority: task.priority });
+  assert.is(await queueDepth(queue), 2);
+
+  // Two at a time, so that both copies are delivered together and only the claim can keep them apart.
+  const worker = await world.startWorker({ WORKER_CONCURRENCY: '2' });
+  const done = await settled(baseUrl, task.id);
+  assert.is(done.status, TaskStatus.completed);
+  assert.equal(done.result, { sleptMs: 300 });
+  await worker.lifecycle.stop();
+
+  assert.is((await getTask(baseUrl, task.id)).attempts, 1);
+  await eventually(async () => (await queueDepth(queue)) === 0, 5_000, 'both copies to be acked');
+});
+
+messages.run();
+
+const priorities = worldSuite('worker: priorities');
+
+priorities('a waiting backlog is taken highest priority first, then in submission order', async ({ world, baseUrl, queue, db }) => {
+  const backlog: string[] = [];
+  for (let i = 0; i < 6; i++) backlog.push((await submit(baseUrl, { type: 'echo', payload: i, priority: 0 })).id);
+  const urgent = (await submit(baseUrl, { type: 'echo', payload: 'urgent', priority: 9 })).id;
+  assert.is(await queueDepth(queue), 7);
+
+  const worker = await world.startWorker({ WORKER_CONCURRENCY: '1' });
+  await allCompleted(db, [...backlog, urgent]);
+  await worker.lifecycle.stop();
+
+  assert.equal(await startOrder(db, [...backlog, urgent]), [urgent, ...backlog]);
+});
+
+priorities('a high-priority task submitted while the worker is busy runs next, ahead of an older backlog', async ({ world, baseUrl, db }) => {
+  const worker = await world.startWorker({ WORKER_CONCURRENCY: '1' });
+  const busy = (await submit(baseUrl, { type: 'sleep', payload: { ms: 1_500 } })).id;
+  await eventually(async () => (await getTask(baseUrl, busy)).status === TaskStatus.in_progress, 10_000, 'the sleep task to start');
+
+  const backlog: string[] = [];
+  for (let i = 0; i < 4; i++) backlog.push((await submit(baseUrl, { type: 'echo', payload: i, priority: 0 })).id);
+  const urgent = (await submit(baseUrl, { type: 'echo', payload: 'urgent', priority: 9 })).id;
+  // Otherwise the backlog could have been taken one by one as it arrived, and the order would prove nothing.
+  assert.is((await getTask(baseUrl, busy)).status, TaskStatus.in_progress, 'the worker was still busy when the backlog was complete');
+
+  const all = [busy, ...backlog, urgent];
+  await allCompleted(db, all);
+  await worker.lifecycle.stop();
+
+  assert.equal(await startOrder(db, all), [busy, urgent, ...backlog]);
+});
+
+priorities.run();
+
+const concurrency = worldSuite('worker: concurrency');
+
+concurrency('a worker never runs more tasks at once than WORKER_CONCURRENCY, and runs that many', async ({ world, baseUrl, db }) => {
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push((await submit(baseUrl, { type: 'sleep', payload: { ms: 300 } })).id);
+
+  await world.startWorker({ WORKER_CONCURRENCY: '2' });
+  let most = 0;
+  await eventually(
+    async () => {
+      most = Math.max(most, await countIn(db, ids, TaskStatus.in_progress));
+      return (await countIn(db, ids, TaskStatus.completed)) === ids.length;
+    },
+    10_000,
+    'all sleep tasks to complete',
+  );
+
+  assert.is(most, 2, `at most ${most} tasks were in progress at once`);
+});
+
+concurrency.run();
