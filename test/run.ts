@@ -14,7 +14,7 @@ async function findTests(dir: string): Promise<string[]> {
   return entries
     .filter((entry) => entry.isFile() && entry.name.endsWith('.test.ts'))
     .map((entry) => join(entry.parentPath, entry.name))
-    .filter((file) => filters.length === 0 || filters.some((filter) => file.includes(filter)))
+    .filter((file) => filters.length === 0 || filters.some((filter) => relative(testDir, file).includes(filter)))
     .sort();
 }
 
