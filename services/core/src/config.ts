@@ -8,11 +8,16 @@ export const LIMITS = Object.freeze({
   maxPort: 65535,
 });
 
-const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const integer = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 
 const envSchema = z.object({
-  DATABASE_URL: z.url().default('postgres://postgres@127.0.0.1:5432/conveyor'),
-  AMQP_URL: z.url().default('amqp://guest:guest@127.0.0.1:5672'),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// URL' }).default('postgres://postgres@127.0.0.1:5432/conveyor'),
+  AMQP_URL: z.url({ protocol: /^amqps?$/, error: 'must be an amqp:// or amqps:// URL' }).default('amqp://guest:guest@127.0.0.1:5672'),
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: integer(0, LIMITS.maxPort).default(8000),
   TASKS_QUEUE: z

@@ -15,6 +15,9 @@ export class Publisher {
   readonly #timeoutMs: number;
   readonly #log: Logger;
   #channel: ConfirmChannel | null = null;
+  #stopped = false;
+  /** Ids of messages RabbitMQ returned as unroutable; their confirm follows the return. */
+  readonly #returned = new Set<string>();
 
   constructor(options: { broker: Broker; queue: string; confirmTimeoutMs: number }, log: Logger) {
     this.#broker = options.broker;
@@ -29,9 +32,13 @@ export class Publisher {
   }
 
   async #open(model: ChannelModel): Promise<void> {
+    if (this.#stopped) return;
     const channel = await model.createConfirmChannel();
     await assertTasksQueue(channel, this.#queue);
     channel.on('error', () => undefined);
+    channel.on('return', (message: { properties: { messageId?: string } }) => {
+      if (message.properties.messageId) this.#returned.add(message.properties.messageId);
+    });
     channel.on('close', () => {
       if (this.#channel !== channel) return;
       this.#channel = null;
@@ -50,7 +57,7 @@ export class Publisher {
    */
   publish(message: TaskMessage): Promise<void> {
     const channel = this.#channel;
-    if (!channel) return Promise.reject(new BrokerUnavailable());
+    if (!channel || this.#stopped) return Promise.reject(new BrokerUnavailable());
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new BrokerUnavailable(`RabbitMQ did not confirm within ${this.#timeoutMs} ms`)),
@@ -59,7 +66,11 @@ export class Publisher {
       const settle = (error: unknown) => {
         clearTimeout(timer);
         if (error) reject(new BrokerUnavailable('RabbitMQ did not accept the message', error));
-        else resolve();
+        else if (this.#returned.delete(message.taskId)) {
+          // The queue vanished (deleted under us): declare it again and report the message as not sent.
+          void assertTasksQueue(channel, this.#queue).catch(() => undefined);
+          reject(new BrokerUnavailable(`queue ${this.#queue} did not exist; the message was not stored`));
+        } else resolve();
       };
       try {
         channel.publish(
@@ -68,6 +79,7 @@ export class Publisher {
           encodeTaskMessage(message),
           {
             persistent: true,
+            mandatory: true,
             priority: message.priority,
             messageId: message.taskId,
             type: message.type,
@@ -82,6 +94,7 @@ export class Publisher {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     const channel = this.#channel;
     this.#channel = null;
     if (!channel) return;

@@ -23,8 +23,13 @@ export const TASK_STATUSES: readonly TaskStatus[] = Object.freeze(Object.values(
 
 const { pending, queued, in_progress, completed, failed, cancelled } = TaskStatus;
 
+function deepFreeze<T extends Record<string, readonly unknown[]>>(table: T): T {
+  for (const row of Object.values(table)) Object.freeze(row);
+  return Object.freeze(table);
+}
+
 /** Allowed status changes: `from → to[]`. */
-export const TRANSITIONS: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = Object.freeze({
+export const TRANSITIONS: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = deepFreeze({
   // A worker may claim a `pending` task: its message can arrive before the publisher records the confirm.
   [pending]: [queued, in_progress, cancelled],
   [queued]: [in_progress, cancelled],
@@ -45,13 +50,13 @@ export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return TRANSITIONS[from].includes(to);
 }
 
-export const TERMINAL_STATUSES: readonly TaskStatus[] = TASK_STATUSES.filter((s) => TRANSITIONS[s].length === 0);
+export const TERMINAL_STATUSES: readonly TaskStatus[] = Object.freeze(TASK_STATUSES.filter((s) => TRANSITIONS[s].length === 0));
 
 /**
  * Statuses in which a task may be deleted: anything a worker is not running. Deleting a `queued` task
  * is safe because the worker's claim finds no row and drops the message.
  */
-export const DELETABLE_STATUSES: readonly TaskStatus[] = TASK_STATUSES.filter((s) => s !== in_progress);
+export const DELETABLE_STATUSES: readonly TaskStatus[] = Object.freeze(TASK_STATUSES.filter((s) => s !== in_progress));
 
 export type Edge = Readonly<{ from: readonly TaskStatus[]; to: TaskStatus }>;
 

@@ -1,0 +1,133 @@
+import { hostname } from 'node:os';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { type Config, LIMITS, loadConfig } from '../../services/core/src/config.ts';
+import { ConfigError } from '../../services/core/src/errors.ts';
+
+const test = suite('core: config');
+
+function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.instance(error, ConfigError);
+    return error as ConfigError;
+  }
+  assert.unreachable(`loadConfig accepted ${JSON.stringify(env)}`);
+  throw new Error('unreachable');
+}
+
+test('defaults: an empty environment gives the documented values', () => {
+  const config = loadConfig({});
+  assert.equal(config, {
+    databaseUrl: 'postgres://postgres@127.0.0.1:5432/conveyor',
+    amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
+    host: '0.0.0.0',
+    port: 8000,
+    tasksQueue: 'tasks',
+    workerConcurrency: 8,
+    workerId: `${hostname()}-${process.pid}`,
+    logLevel: 'info',
+    shutdownTimeoutMs: 25_000,
+    publishTimeoutMs: 5_000,
+    databasePoolSize: 10,
+  } satisfies Config);
+});
+
+test('given values are parsed into their types', () => {
+  const config = loadConfig({
+    DATABASE_URL: 'postgres://app:secret@db.internal:6543/tasks_db',
+    AMQP_URL: 'amqp://user:pw@mq.internal:5673/vhost',
+    HOST: '127.0.0.1',
+    PORT: '9000',
+    TASKS_QUEUE: 'conveyor.tasks-v2',
+    WORKER_CONCURRENCY: '3',
+    WORKER_ID: 'worker-a',
+    LOG_LEVEL: 'debug',
+    SHUTDOWN_TIMEOUT_MS: '1000',
+    PUBLISH_TIMEOUT_MS: '250',
+    DATABASE_POOL_SIZE: '4',
+  });
+  assert.equal(config, {
+    databaseUrl: 'postgres://app:secret@db.internal:6543/tasks_db',
+    amqpUrl: 'amqp://user:pw@mq.internal:5673/vhost',
+    host: '127.0.0.1',
+    port: 9000,
+    tasksQueue: 'conveyor.tasks-v2',
+    workerConcurrency: 3,
+    workerId: 'worker-a',
+    logLevel: 'debug',
+    shutdownTimeoutMs: 1000,
+    publishTimeoutMs: 250,
+    databasePoolSize: 4,
+  });
+});
+
+test('bounds are inclusive: PORT 0 and 65535, WORKER_CONCURRENCY 1 and LIMITS.maxConcurrency', () => {
+  assert.is(loadConfig({ PORT: '0' }).port, 0);
+  assert.is(loadConfig({ PORT: String(LIMITS.maxPort) }).port, 65535);
+  assert.is(loadConfig({ WORKER_CONCURRENCY: '1' }).workerConcurrency, 1);
+  assert.is(loadConfig({ WORKER_CONCURRENCY: String(LIMITS.maxConcurrency) }).workerConcurrency, LIMITS.maxConcurrency);
+  configError({ PORT: '65536' });
+  configError({ PORT: '-1' });
+  configError({ PORT: '80.5' });
+  configError({ WORKER_CONCURRENCY: '0' });
+  configError({ WORKER_CONCURRENCY: String(LIMITS.maxConcurrency + 1) });
+});
+
+test('an empty string means unset: the default applies', () => {
+  const config = loadConfig({ DATABASE_URL: '', AMQP_URL: '', PORT: '', TASKS_QUEUE: '', WORKER_CONCURRENCY: '', LOG_LEVEL: '', WORKER_ID: '' });
+  const defaults = loadConfig({});
+  assert.equal(config, defaults);
+});
+
+test('variables the service does not know are ignored', () => {
+  const config = loadConfig({ PATH: '/usr/bin', HOME: '/root', PORT: '8001', NODE_ENV: 'production' });
+  assert.is(config.port, 8001);
+  assert.not.ok('PATH' in config);
+});
+
+test('each invalid variable is named in the error', () => {
+  assert.match(configError({ DATABASE_URL: 'not a url' }).message, /DATABASE_URL/);
+  assert.match(configError({ AMQP_URL: '127.0.0.1 5672' }).message, /AMQP_URL/);
+  assert.match(configError({ PORT: 'eighty' }).message, /PORT/);
+  assert.match(configError({ TASKS_QUEUE: 'has spaces' }).message, /TASKS_QUEUE/);
+  assert.match(configError({ TASKS_QUEUE: 'q'.repeat(201) }).message, /TASKS_QUEUE/);
+  assert.match(configError({ LOG_LEVEL: 'loud' }).message, /LOG_LEVEL/);
+  assert.match(configError({ PUBLISH_TIMEOUT_MS: '0' }).message, /PUBLISH_TIMEOUT_MS/);
+});
+
+// `localhost:5672` parses as a URL whose scheme is `localhost:`; accepted, it would only fail later, inside the
+// broker's endless reconnect loop, instead of stopping the service at start with a clear message.
+test('URLs must use their service\'s scheme', () => {
+  assert.match(configError({ AMQP_URL: 'localhost:5672' }).message, /AMQP_URL/);
+  assert.match(configError({ AMQP_URL: 'http://127.0.0.1:5672' }).message, /AMQP_URL/);
+  assert.match(configError({ DATABASE_URL: 'mysql://127.0.0.1/conveyor' }).message, /DATABASE_URL/);
+  assert.is(loadConfig({ AMQP_URL: 'amqps://mq.internal' }).amqpUrl, 'amqps://mq.internal');
+  assert.is(loadConfig({ DATABASE_URL: 'postgresql://db/x' }).databaseUrl, 'postgresql://db/x');
+});
+
+// A blank number must not silently become 0 (for PORT: a random port nobody can reach).
+test('a whitespace-only number is invalid, not 0', () => {
+  assert.match(configError({ PORT: ' ' }).message, /PORT/);
+  assert.match(configError({ SHUTDOWN_TIMEOUT_MS: '  ' }).message, /SHUTDOWN_TIMEOUT_MS/);
+});
+
+test('several invalid variables are reported together in one ConfigError', () => {
+  const error = configError({ PORT: 'eighty', WORKER_CONCURRENCY: '0', LOG_LEVEL: 'loud', AMQP_URL: 'nope', TASKS_QUEUE: 'tasks' });
+  for (const name of ['PORT', 'WORKER_CONCURRENCY', 'LOG_LEVEL', 'AMQP_URL']) assert.match(error.message, name);
+  assert.not.match(error.message, 'TASKS_QUEUE');
+  assert.is(error.code, 'invalid-configuration');
+});
+
+test('the result is frozen', () => {
+  const config = loadConfig({ PORT: '8080' });
+  assert.ok(Object.isFrozen(config));
+  // ES modules are strict: writing to a frozen object throws rather than being ignored.
+  assert.throws(() => {
+    (config as { port: number }).port = 1;
+  }, TypeError);
+  assert.is(config.port, 8080);
+});
+
+test.run();
