@@ -1,9 +1,9 @@
 import type { Config } from '../../core/src/config.ts';
-import { Database } from '../../core/src/db/database.ts';
+import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
-import { Broker } from '../../core/src/queue/broker.ts';
-import { Publisher } from '../../core/src/queue/publisher.ts';
+import type { Broker } from '../../core/src/queue/broker.ts';
+import { createRuntime } from '../../core/src/runtime.ts';
 import { createApp } from './app.ts';
 import { HttpServer } from './server.ts';
 
@@ -15,35 +15,29 @@ export type ApiService = { lifecycle: Lifecycle; database: Database; broker: Bro
  */
 export function createApiService(config: Config, log: Logger): ApiService {
   const lifecycle = new Lifecycle(log);
-  const database = new Database(config, 'conveyor-api', log);
-  const broker = new Broker({ url: config.amqpUrl, connectionName: 'conveyor-api' }, log);
-  const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs }, log);
+  const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api');
   let shuttingDown = false;
   let server: HttpServer | null = null;
 
-  lifecycle
-    .add({ name: 'database', start: () => database.start(), stop: () => database.stop() })
-    .add({ name: 'broker', start: () => broker.start(), stop: () => broker.close() })
-    .add({ name: 'publisher', start: () => publisher.start(), stop: () => publisher.stop() })
-    .add({
-      name: 'http',
-      start: () => {
-        const app = createApp({
-          pool: database.pool,
-          repository: database.tasks(),
-          broker,
-          publisher,
-          log,
-          isShuttingDown: () => shuttingDown,
-        });
-        server = new HttpServer(app, { host: config.host, port: config.port }, log);
-        return server.start();
-      },
-      stop: async () => {
-        shuttingDown = true;
-        await server?.stop();
-      },
-    });
+  lifecycle.add(...components, {
+    name: 'http',
+    start: () => {
+      const app = createApp({
+        pool: database.pool,
+        repository: database.tasks(),
+        broker,
+        publisher,
+        log,
+        isShuttingDown: () => shuttingDown,
+      });
+      server = new HttpServer(app, { host: config.host, port: config.port }, log);
+      return server.start();
+    },
+    stop: async () => {
+      shuttingDown = true;
+      await server?.stop();
+    },
+  });
 
   const url = () => {
     const host = config.host === '0.0.0.0' ? '127.0.0.1' : config.host;

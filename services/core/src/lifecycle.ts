@@ -30,9 +30,9 @@ export class Lifecycle {
     return this.#state;
   }
 
-  add(component: Component): this {
-    if (this.#state !== 'idle') throw new IllegalStateError(`cannot add ${component.name}: lifecycle is ${this.#state}`);
-    this.#components.push(component);
+  add(...components: Component[]): this {
+    if (this.#state !== 'idle') throw new IllegalStateError(`cannot add components: lifecycle is ${this.#state}`);
+    this.#components.push(...components);
     return this;
   }
 

@@ -1,9 +1,8 @@
 import type { Config } from '../../core/src/config.ts';
-import { Database } from '../../core/src/db/database.ts';
+import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
-import { Broker } from '../../core/src/queue/broker.ts';
-import { Publisher } from '../../core/src/queue/publisher.ts';
+import { createRuntime } from '../../core/src/runtime.ts';
 import { Worker } from './worker.ts';
 
 export type WorkerService = { lifecycle: Lifecycle; database: Database; worker: () => Worker | null };
@@ -14,33 +13,27 @@ export type WorkerService = { lifecycle: Lifecycle; database: Database; worker: 
  */
 export function createWorkerService(config: Config, log: Logger): WorkerService {
   const lifecycle = new Lifecycle(log);
-  const database = new Database(config, 'conveyor-worker', log);
-  const broker = new Broker({ url: config.amqpUrl, connectionName: `conveyor-worker-${config.workerId}` }, log);
-  const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs }, log);
+  const { database, broker, publisher, components } = createRuntime(config, log, `conveyor-worker-${config.workerId}`);
   let worker: Worker | null = null;
 
-  lifecycle
-    .add({ name: 'database', start: () => database.start(), stop: () => database.stop() })
-    .add({ name: 'broker', start: () => broker.start(), stop: () => broker.close() })
-    .add({ name: 'publisher', start: () => publisher.start(), stop: () => publisher.stop() })
-    .add({
-      name: 'worker',
-      start: () => {
-        worker = new Worker(
-          {
-            broker,
-            publisher,
-            repository: database.tasks(),
-            queue: config.tasksQueue,
-            concurrency: config.workerConcurrency,
-            shutdownTimeoutMs: config.shutdownTimeoutMs,
-          },
-          log,
-        );
-        return worker.start();
-      },
-      stop: async () => worker?.stop(),
-    });
+  lifecycle.add(...components, {
+    name: 'worker',
+    start: () => {
+      worker = new Worker(
+        {
+          broker,
+          publisher,
+          repository: database.tasks(),
+          queue: config.tasksQueue,
+          concurrency: config.workerConcurrency,
+          shutdownTimeoutMs: config.shutdownTimeoutMs,
+        },
+        log,
+      );
+      return worker.start();
+    },
+    stop: async () => worker?.stop(),
+  });
 
   return { lifecycle, database, worker: () => worker };
 }

@@ -1,0 +1,31 @@
+import type { Config } from './config.ts';
+import { Database } from './db/database.ts';
+import type { Component } from './lifecycle.ts';
+import type { Logger } from './log.ts';
+import { Broker } from './queue/broker.ts';
+import { Publisher } from './queue/publisher.ts';
+
+export type Runtime = Readonly<{
+  database: Database;
+  broker: Broker;
+  publisher: Publisher;
+  /** In start order: database (schema migrated) → RabbitMQ connection → publisher. */
+  components: readonly Component[];
+}>;
+
+/** What every Conveyor process holds: PostgreSQL, a RabbitMQ connection, and a publisher on it. */
+export function createRuntime(config: Config, log: Logger, connectionName: string): Runtime {
+  const database = new Database(config, connectionName, log);
+  const broker = new Broker({ url: config.amqpUrl, connectionName }, log);
+  const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs }, log);
+  return {
+    database,
+    broker,
+    publisher,
+    components: [
+      { name: 'database', start: () => database.start(), stop: () => database.stop() },
+      { name: 'broker', start: () => broker.start(), stop: () => broker.close() },
+      { name: 'publisher', start: () => publisher.start(), stop: () => publisher.stop() },
+    ],
+  };
+}
