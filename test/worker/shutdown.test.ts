@@ -98,7 +98,7 @@ claimRace.run();
 async function claimsWaiting(db: pg.Client): Promise<boolean> {
   const { rows } = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity
-     WHERE datname = current_database() AND application_name = 'conveyor-worker' AND wait_event_type = 'Lock'`,
+     WHERE datname = current_database() AND application_name LIKE 'conveyor-worker%' AND wait_event_type = 'Lock'`,
   );
   return (rows[0]?.n ?? 0) > 0;
 }
@@ -107,7 +107,7 @@ async function claimsWaiting(db: pg.Client): Promise<boolean> {
 async function workerQueries(db: pg.Client): Promise<boolean> {
   const { rows } = await db.query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_stat_activity
-     WHERE datname = current_database() AND application_name = 'conveyor-worker' AND state = 'active'`,
+     WHERE datname = current_database() AND application_name LIKE 'conveyor-worker%' AND state = 'active'`,
   );
   return (rows[0]?.n ?? 0) > 0;
 }
