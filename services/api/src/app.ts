@@ -4,6 +4,7 @@ import type { TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import type { DatabasePool } from '../../core/src/db/pool.ts';
 import type { Logger } from '../../core/src/log.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
+import type { ControlChannel } from '../../core/src/queue/control.ts';
 import type { Publisher } from '../../core/src/queue/publisher.ts';
 import { problemDetails } from './problem.ts';
 import { requestContext } from './request-context.ts';
@@ -15,6 +16,7 @@ export type AppDeps = {
   pool: DatabasePool;
   broker: Broker;
   publisher: Publisher;
+  control: ControlChannel;
   repository: TasksRepository;
   log: Logger;
   isShuttingDown: () => boolean;

@@ -3,23 +3,54 @@ import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
+import { ControlChannel } from '../../core/src/queue/control.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
+import { Maintenance } from '../../core/src/tasks/maintenance.ts';
+import { Relay } from '../../core/src/tasks/relay.ts';
 import { createApp } from './app.ts';
 import { HttpServer } from './server.ts';
 
 export type ApiService = { lifecycle: Lifecycle; database: Database; broker: Broker; url: () => string };
 
 /**
- * Wires the API: database (schema migrated) → RabbitMQ connection → publisher → HTTP server.
+ * Wires the API: database (schema migrated) → RabbitMQ connection → publisher → control channel → outbox
+ * relay → maintenance (lease reaper, lost-message reconciliation, retention) → HTTP server.
  * Stopping runs the reverse: readiness turns 503 and the listener closes, then the rest.
  */
 export function createApiService(config: Config, log: Logger): ApiService {
   const lifecycle = new Lifecycle(log);
   const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api');
+  const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
+  let relay: Relay | null = null;
+  let maintenance: Maintenance | null = null;
   let shuttingDown = false;
   let server: HttpServer | null = null;
 
-  lifecycle.add(...components, {
+  lifecycle.add(...components, { name: 'control', start: () => control.start(), stop: () => control.stop() }, {
+    name: 'relay',
+    start: () => {
+      relay = new Relay({ repository: database.tasks(), publisher, broker, intervalMs: config.relayIntervalMs }, log);
+      return relay.start();
+    },
+    stop: async () => relay?.stop(),
+  }, {
+    name: 'maintenance',
+    start: async () => {
+      maintenance = new Maintenance(
+        {
+          repository: database.tasks(),
+          readyMessages: () => publisher.depth(),
+          reaperIntervalMs: config.reaperIntervalMs,
+          queuedReconcileMs: config.queuedReconcileMs,
+          retentionMs: config.taskRetentionMs,
+          retentionIntervalMs: config.retentionIntervalMs,
+        },
+        log,
+      );
+      maintenance.start();
+    },
+    stop: async () => maintenance?.stop(),
+  }, {
     name: 'http',
     start: () => {
       const app = createApp({
@@ -27,6 +58,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
         repository: database.tasks(),
         broker,
         publisher,
+        control,
         log,
         isShuttingDown: () => shuttingDown,
       });

@@ -6,7 +6,21 @@ import { ConfigError } from './errors.ts';
 export const LIMITS = Object.freeze({
   maxConcurrency: 1000,
   maxPort: 65535,
+  minLeaseMs: 1_000,
+  maxLeaseMs: 3_600_000,
 });
+
+const DURATION = /^(\d+)(ms|s|m|h|d)?$/;
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration: whole milliseconds, or a number with a unit (`30s`, `15m`, `7d`). */
+const duration = z
+  .string()
+  .regex(DURATION, 'must be a duration such as 30000, 30s, 15m or 7d')
+  .transform((text) => {
+    const [, amount, unit = 'ms'] = DURATION.exec(text) as RegExpExecArray;
+    return Number(amount) * (UNIT_MS[unit] as number);
+  });
 
 const integer = (min: number, max: number) =>
   z
@@ -30,6 +44,13 @@ const envSchema = z.object({
   SHUTDOWN_TIMEOUT_MS: integer(0, 3_600_000).default(25_000),
   PUBLISH_TIMEOUT_MS: integer(1, 60_000).default(5_000),
   DATABASE_POOL_SIZE: integer(1, 200).default(10),
+  TASK_LEASE_MS: integer(LIMITS.minLeaseMs, LIMITS.maxLeaseMs).default(30_000),
+  TASK_RETENTION: duration.default(7 * 86_400_000),
+  RETENTION_INTERVAL_MS: integer(1_000, 86_400_000).default(60_000),
+  RELAY_INTERVAL_MS: integer(10, 60_000).default(1_000),
+  REAPER_INTERVAL_MS: integer(100, 600_000).default(5_000),
+  CANCEL_GRACE_MS: integer(0, 600_000).default(5_000),
+  QUEUED_RECONCILE_MS: integer(1_000, 86_400_000).default(60_000),
 });
 
 export type Config = Readonly<{
@@ -46,6 +67,19 @@ export type Config = Readonly<{
   /** How long a submit waits for the broker's confirm before answering with a `pending` task. */
   publishTimeoutMs: number;
   databasePoolSize: number;
+  /** How long a worker's claim on a task lasts without a heartbeat; heartbeats come every third of it. */
+  taskLeaseMs: number;
+  /** How long finished tasks are kept; 0 keeps them forever. */
+  taskRetentionMs: number;
+  retentionIntervalMs: number;
+  /** How often the outbox relay looks for due `pending` tasks (it is also woken by every broker reconnect). */
+  relayIntervalMs: number;
+  /** How often expired leases are reaped and lost messages looked for. */
+  reaperIntervalMs: number;
+  /** How long a cancelled handler may ignore its abort signal before the worker abandons it. */
+  cancelGraceMs: number;
+  /** A task `queued` this long while RabbitMQ holds fewer messages than there are queued tasks is published again. */
+  queuedReconcileMs: number;
 }>;
 
 /**
@@ -73,5 +107,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
     publishTimeoutMs: e.PUBLISH_TIMEOUT_MS,
     databasePoolSize: e.DATABASE_POOL_SIZE,
+    taskLeaseMs: e.TASK_LEASE_MS,
+    taskRetentionMs: e.TASK_RETENTION,
+    retentionIntervalMs: e.RETENTION_INTERVAL_MS,
+    relayIntervalMs: e.RELAY_INTERVAL_MS,
+    reaperIntervalMs: e.REAPER_INTERVAL_MS,
+    cancelGraceMs: e.CANCEL_GRACE_MS,
+    queuedReconcileMs: e.QUEUED_RECONCILE_MS,
   });
 }

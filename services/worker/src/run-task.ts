@@ -1,17 +1,38 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { TasksRepository } from '../../core/src/db/tasks-repository.ts';
+import type { ClaimedTask, TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import { DatabaseUnavailable, PermanentTaskError } from '../../core/src/errors.ts';
 import type { Logger } from '../../core/src/log.ts';
-import type { Delivery } from '../../core/src/queue/consumer.ts';
-import type { Publisher } from '../../core/src/queue/publisher.ts';
-import type { Task } from '../../core/src/tasks/model.ts';
+import { retryDelayMs } from '../../core/src/tasks/backoff.ts';
 import { findTaskType } from '../../core/src/tasks/registry.ts';
-import { publishTask } from '../../core/src/tasks/submit.ts';
 
-export type RunDeps = { repository: TasksRepository; publisher: Publisher; log: Logger };
+export type RunDeps = { repository: TasksRepository; log: Logger; cancelGraceMs: number };
 
-/** The handle a worker keeps on a running attempt, so that a stop can abort it and hand it back. */
-export type Attempt = { task: Task; controller: AbortController; handedBack: boolean };
+/** Why an attempt was stopped before its handler finished. */
+export type StopReason = 'cancel' | 'timeout' | 'lease-lost' | 'hand-back';
+
+/** One running attempt: the claimed task, the abort signal its handler gets, and why it was stopped, if it was. */
+export class Attempt {
+  readonly task: ClaimedTask;
+  readonly controller = new AbortController();
+  #reason: StopReason | null = null;
+
+  constructor(task: ClaimedTask) {
+    this.task = task;
+  }
+
+  get reason(): StopReason | null {
+    return this.#reason;
+  }
+
+  /** Aborts the handler; the first reason wins. */
+  stop(reason: StopReason): void {
+    if (this.#reason) return;
+    this.#reason = reason;
+    this.controller.abort(new Error(reason));
+  }
+}
+
+type Outcome = { kind: 'ok'; result: unknown } | { kind: 'error'; error: unknown } | { kind: 'abandoned' };
 
 const DB_RETRY_DELAYS_MS = [250, 500, 1_000, 2_000, 4_000, 8_000];
 
@@ -29,9 +50,7 @@ async function persist<T>(write: () => Promise<T>, log: Logger): Promise<T> {
   return write();
 }
 
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
+const errorMessage = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** JSON round-trip: what the handler returned is stored as JSON, so it must survive as JSON. */
 function toStoredResult(value: unknown): unknown {
@@ -43,71 +62,77 @@ function toStoredResult(value: unknown): unknown {
   }
 }
 
-/**
- * Claims the task a delivery names; `null` (and the delivery acked) when there is nothing to run:
- * the task is gone, finished, cancelled or taken by another worker.
- */
-export async function claim(deps: RunDeps, delivery: Delivery): Promise<Task | null> {
-  const { taskId } = delivery.message;
-  let task: Task | null;
-  try {
-    task = await deps.repository.claimTask(taskId);
-  } catch (error) {
-    if (!(error instanceof DatabaseUnavailable)) throw error;
-    // Pause before giving the message back so an outage does not spin deliveries in a tight loop.
-    await delay(1_000);
-    delivery.requeue();
-    return null;
-  }
-  if (!task) {
-    deps.log.debug({ taskId }, 'task skipped: gone, finished or already taken');
-    delivery.ack();
-  }
-  return task;
+/** Runs the handler; once the attempt is stopped, waits at most the grace period for it to give up. */
+async function runHandler(deps: RunDeps, attempt: Attempt, log: Logger): Promise<Outcome> {
+  const { task, controller } = attempt;
+  const handled: Promise<Outcome> = (async () => {
+    try {
+      const taskType = findTaskType(task.type);
+      if (!taskType) throw new PermanentTaskError(`no handler for task type '${task.type}' in this worker`);
+      const payload = taskType.payload.parse(task.payload);
+      const context = { taskId: task.id, type: task.type, attempt: task.attempts, maxAttempts: task.maxAttempts, signal: controller.signal, log };
+      return { kind: 'ok' as const, result: toStoredResult(await taskType.run(payload, context)) };
+    } catch (error) {
+      return { kind: 'error' as const, error };
+    }
+  })();
+  const grace = new AbortController();
+  const abandoned = new Promise<Outcome>((resolve) => {
+    const onStop = () =>
+      delay(deps.cancelGraceMs, { kind: 'abandoned' as const }, { signal: grace.signal }).then(resolve, () => undefined);
+    if (controller.signal.aborted) onStop();
+    else controller.signal.addEventListener('abort', onStop, { once: true });
+  });
+  const outcome = await Promise.race([handled, abandoned]);
+  grace.abort();
+  return outcome;
 }
 
-/** Runs one claimed attempt to its end and records the outcome, then acks the delivery. */
-export async function runAttempt(deps: RunDeps, delivery: Delivery, attempt: Attempt): Promise<void> {
-  const { task, controller } = attempt;
-  const number = task.attempts;
-  const log = deps.log.child({ taskId: task.id, type: task.type, attempt: number });
-  const taskType = findTaskType(task.type);
+/**
+ * Runs one claimed attempt to its end and records the outcome with a write fenced by the attempt's lease:
+ * completed, failed (retried after its backoff while attempts are left), cancelled, or — when the lease was
+ * lost or the worker hands the task back — nothing at all.
+ */
+export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void> {
+  const { task } = attempt;
+  const log = deps.log.child({ taskId: task.id, type: task.type, attempt: task.attempts });
   log.info({ priority: task.priority }, 'task started');
   const started = performance.now();
-  let outcome: { ok: true; result: unknown } | { ok: false; error: unknown };
-  try {
-    if (!taskType) throw new PermanentTaskError(`no handler for task type '${task.type}' in this worker`);
-    const result = await taskType.run(taskType.payload.parse(task.payload), {
-      taskId: task.id,
-      type: task.type,
-      attempt: number,
-      maxAttempts: task.maxAttempts,
-      signal: controller.signal,
-      log,
-    });
-    outcome = { ok: true, result: toStoredResult(result) };
-  } catch (error) {
-    outcome = { ok: false, error };
-  }
-  // A stopping worker gave this attempt back: the next worker owns the task now.
-  if (attempt.handedBack) return;
+  const timeout = task.timeoutMs === null ? null : setTimeout(() => attempt.stop('timeout'), task.timeoutMs);
+  const outcome = await runHandler(deps, attempt, log);
+  if (timeout) clearTimeout(timeout);
   const ms = Math.round(performance.now() - started);
+  if (outcome.kind === 'abandoned') log.warn({ graceMs: deps.cancelGraceMs }, 'handler ignored its abort signal; abandoned');
 
-  if (outcome.ok) {
-    const stored = await persist(() => deps.repository.completeTask(task.id, number, outcome.result), log);
+  switch (attempt.reason) {
+    case 'hand-back':
+      return;
+    case 'lease-lost':
+      log.warn({ ms }, 'attempt lost its lease (reaped, cancelled or deleted); its outcome is discarded');
+      return;
+    case 'cancel':
+      if (outcome.kind === 'ok') break;
+      if (await persist(() => deps.repository.cancelRunning(task.id, task.leaseToken), log)) log.info({ ms }, 'task cancelled');
+      return;
+    case 'timeout':
+      return recordFailure(deps, attempt, new Error('timeout'), ms, log);
+  }
+  if (outcome.kind === 'ok') {
+    const stored = await persist(() => deps.repository.completeTask(task.id, task.leaseToken, outcome.result), log);
     if (stored) log.info({ ms }, 'task completed');
     else log.warn({ ms }, 'result discarded: this attempt no longer owns the task');
-    delivery.ack();
     return;
   }
+  return recordFailure(deps, attempt, outcome.kind === 'error' ? outcome.error : new Error('abandoned'), ms, log);
+}
 
-  const message = errorMessage(outcome.error);
-  const retry = !(outcome.error instanceof PermanentTaskError) && number < task.maxAttempts;
-  const stored = await persist(() => deps.repository.failAttempt(task.id, { message, attempt: number }, retry), log);
+async function recordFailure(deps: RunDeps, attempt: Attempt, error: unknown, ms: number, log: Logger): Promise<void> {
+  const { task } = attempt;
+  const message = errorMessage(error);
+  const retry = !(error instanceof PermanentTaskError) && task.attempts < task.maxAttempts;
+  const retryAt = retry ? new Date(Date.now() + retryDelayMs(task.backoff, task.attempts)) : null;
+  const stored = await persist(() => deps.repository.failAttempt(task.id, task.leaseToken, { message, attempt: task.attempts }, retryAt), log);
   if (!stored) log.warn({ ms, err: message }, 'failure discarded: this attempt no longer owns the task');
-  else if (retry) {
-    log.warn({ ms, err: message, attemptsLeft: task.maxAttempts - number }, 'task attempt failed, retrying');
-    await publishTask(deps, stored, log);
-  } else log.warn({ ms, err: message }, 'task failed');
-  delivery.ack();
+  else if (retryAt) log.warn({ ms, err: message, retryAt: retryAt.toISOString() }, 'task attempt failed, retrying');
+  else log.warn({ ms, err: message }, 'task failed');
 }

@@ -8,7 +8,7 @@ import { Worker } from './worker.ts';
 export type WorkerService = { lifecycle: Lifecycle; database: Database; worker: () => Worker | null };
 
 /**
- * Wires a worker: database (schema migrated) → RabbitMQ connection → publisher (for retries) → consumer.
+ * Wires a worker: database (schema migrated) → RabbitMQ connection → publisher (for hand-backs) → worker.
  * Stopping runs the reverse: stop consuming, finish or hand back running tasks, then close connections.
  */
 export function createWorkerService(config: Config, log: Logger): WorkerService {
@@ -26,7 +26,10 @@ export function createWorkerService(config: Config, log: Logger): WorkerService 
           repository: database.tasks(),
           queue: config.tasksQueue,
           concurrency: config.workerConcurrency,
+          workerId: config.workerId,
+          leaseMs: config.taskLeaseMs,
           shutdownTimeoutMs: config.shutdownTimeoutMs,
+          cancelGraceMs: config.cancelGraceMs,
         },
         log,
       );

@@ -1,17 +1,33 @@
 import Router from '@koa/router';
 import type { Context } from 'koa';
-import { ValidationError } from '../../../core/src/errors.ts';
+import { TaskConflict, ValidationError } from '../../../core/src/errors.ts';
+import type { ControlChannel } from '../../../core/src/queue/control.ts';
+import { TaskStatus } from '../../../core/src/tasks/state.ts';
 import type { TasksRepository } from '../../../core/src/db/tasks-repository.ts';
 import type { Logger } from '../../../core/src/log.ts';
 import type { Publisher } from '../../../core/src/queue/publisher.ts';
 import { parseSubmission, toFieldIssues } from '../../../core/src/tasks/submission.ts';
-import { submitTask } from '../../../core/src/tasks/submit.ts';
+import { publishTask, submitTask } from '../../../core/src/tasks/submit.ts';
 import { jsonBody } from '../body.ts';
 import { decodeCursor, encodeCursor, ListTasksQuerySchema, TaskIdSchema } from '../schemas.ts';
 
 export const TASKS_PATH = '/api/v1/tasks';
 
-export type TasksDeps = { repository: TasksRepository; publisher: Publisher; log: Logger };
+export type TasksDeps = { repository: TasksRepository; publisher: Publisher; control: ControlChannel; log: Logger };
+
+/** The body, with the `Idempotency-Key` header folded in as `idempotencyKey`. */
+function submission(ctx: Context): unknown {
+  const body = ctx.request.body;
+  const header = ctx.get('idempotency-key');
+  if (header === '' || body === null || typeof body !== 'object' || Array.isArray(body)) return body;
+  const inBody = (body as { idempotencyKey?: unknown }).idempotencyKey;
+  if (inBody !== undefined && inBody !== header) {
+    throw new ValidationError('the Idempotency-Key header and the idempotencyKey field differ', [
+      { path: 'idempotencyKey', message: 'differs from the Idempotency-Key header' },
+    ]);
+  }
+  return { ...body, idempotencyKey: header };
+}
 
 function taskIdParam(ctx: Context): string {
   const parsed = TaskIdSchema.safeParse(ctx.params['id']);
@@ -38,8 +54,8 @@ export function tasksRouter(deps: TasksDeps): Router {
   const router = new Router({ prefix: TASKS_PATH });
 
   router.post('/', jsonBody(), async (ctx) => {
-    const task = await submitTask(deps, parseSubmission(ctx.request.body));
-    ctx.status = 201;
+    const { task, created } = await submitTask(deps, parseSubmission(submission(ctx)));
+    ctx.status = created ? 201 : 200;
     ctx.set('Location', `${TASKS_PATH}/${task.id}`);
     ctx.body = task;
   });
@@ -57,8 +73,35 @@ export function tasksRouter(deps: TasksDeps): Router {
     ctx.body = await deps.repository.getTask(taskIdParam(ctx));
   });
 
+  router.post('/:id/cancel', async (ctx) => {
+    const id = taskIdParam(ctx);
+    const { task, outcome } = await deps.repository.cancelTask(id);
+    if (outcome === 'requested') {
+      deps.control.broadcastCancel(id);
+      deps.log.info({ taskId: id, type: task.type }, 'cancellation requested');
+      ctx.status = 202;
+    } else if (task.status === TaskStatus.cancelled) {
+      if (outcome === 'cancelled') deps.log.info({ taskId: id, type: task.type }, 'task cancelled');
+      ctx.status = 200;
+    } else {
+      throw new TaskConflict(`task ${id} is ${task.status}: it can no longer be cancelled`);
+    }
+    ctx.body = task;
+  });
+
+  router.post('/:id/retry', async (ctx) => {
+    const task = await deps.repository.rerunTask(taskIdParam(ctx));
+    const log = deps.log.child({ taskId: task.id, type: task.type });
+    log.info('task retried by request');
+    ctx.status = 202;
+    ctx.body = await publishTask(deps, task, log);
+  });
+
   router.delete('/:id', async (ctx) => {
-    await deps.repository.deleteTask(taskIdParam(ctx));
+    const id = taskIdParam(ctx);
+    const was = await deps.repository.deleteTask(id);
+    // The row is gone, so the worker's writes are refused; telling it stops the handler too.
+    if (was === TaskStatus.in_progress) deps.control.broadcastCancel(id);
     ctx.status = 204;
   });
 

@@ -1,8 +1,9 @@
 import { type DatabasePool, type SerializableValue, sql } from 'slonik';
 import { z } from 'zod';
 import { TaskConflict, TaskNotFound } from '../errors.ts';
+import type { Backoff } from '../tasks/backoff.ts';
 import { type Task, type TaskError, TaskSchema } from '../tasks/model.ts';
-import { DELETABLE_STATUSES, type Edge, type TaskStatus, Transition } from '../tasks/state.ts';
+import { type Edge, FINISHED_STATUSES, type TaskStatus, TaskStatus as Status, Transition } from '../tasks/state.ts';
 import { translated } from './errors.ts';
 
 export type NewTask = {
@@ -11,6 +12,11 @@ export type NewTask = {
   payload: unknown;
   priority: number;
   maxAttempts: number;
+  backoff: Backoff;
+  runAt?: string | undefined;
+  timeoutMs?: number | undefined;
+  idempotencyKey?: string | undefined;
+  retentionMs?: number | undefined;
 };
 
 export type TaskFilter = {
@@ -21,18 +27,33 @@ export type TaskFilter = {
   limit: number;
 };
 
+/** A task a worker holds: `leaseToken` fences every write of this attempt. */
+export type ClaimedTask = Task & { leaseToken: string };
+
+/** A worker's hold on a running attempt. */
+export type Lease = { id: string; leaseToken: string };
+
 const TASK_COLUMNS = sql.fragment`
-  id, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error,
-  created_at AS "createdAt", updated_at AS "updatedAt", started_at AS "startedAt", finished_at AS "finishedAt"`;
+  id, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error, errors, backoff,
+  timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey", retention_ms::float8 AS "retentionMs",
+  run_at AS "runAt", cancel_requested_at IS NOT NULL AS "cancelRequested", worker_id AS "workerId",
+  lease_expires_at AS "leaseExpiresAt", created_at AS "createdAt", updated_at AS "updatedAt",
+  started_at AS "startedAt", finished_at AS "finishedAt"`;
 
 const task = sql.type(TaskSchema);
+const claimed = sql.type(TaskSchema.extend({ leaseToken: z.uuid() }));
 const idRow = sql.type(z.object({ id: z.uuid() }));
-const statusRow = sql.type(z.object({ status: z.string() }));
+const statusRow = sql.type(z.object({ status: z.enum(Status) }));
+const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
+const countRow = sql.type(z.object({ count: z.number() }));
 
 const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
+const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;
 
-/** The single compare-and-set every status change goes through: it applies only if the row is still in `edge.from`. */
-function transition(edge: Edge, id: string, set: ReturnType<typeof sql.fragment>, guard = sql.fragment`TRUE`) {
+type Fragment = ReturnType<typeof sql.fragment>;
+
+/** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
+function transition(edge: Edge, id: string, set: Fragment, guard: Fragment = sql.fragment`TRUE`) {
   return task`
     UPDATE tasks
     SET status = ${edge.to}, updated_at = now(), ${set}
@@ -40,12 +61,14 @@ function transition(edge: Edge, id: string, set: ReturnType<typeof sql.fragment>
     RETURNING ${TASK_COLUMNS}`;
 }
 
-const attemptIs = (attempt: number) => sql.fragment`attempts = ${attempt}`;
+const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
+const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;
 
 /**
- * Every read and write of the `tasks` table. Methods that change a task's status return `null` when the
- * task was not in a status the change starts from (someone else changed it first); none of them throws for that.
- * All methods throw {@link DatabaseUnavailable} when PostgreSQL cannot be reached.
+ * Every read and write of the `tasks` table. Methods that change a task's status return `null` when the task
+ * was not in a status the change starts from, or when the writer's lease is no longer the task's (someone
+ * else changed it first); they do not throw for that. Every method throws {@link DatabaseUnavailable} when
+ * PostgreSQL cannot be reached.
  */
 export class TasksRepository {
   readonly #pool: DatabasePool;
@@ -54,14 +77,25 @@ export class TasksRepository {
     this.#pool = pool;
   }
 
-  /** Stores a new task as `pending`. */
-  async insertTask(input: NewTask): Promise<Task> {
-    return translated(() =>
-      this.#pool.one(task`
-        INSERT INTO tasks (id, type, payload, priority, max_attempts)
-        VALUES (${input.id}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts})
-        RETURNING ${TASK_COLUMNS}`),
-    );
+  /**
+   * Stores a new task as `pending`. With an idempotency key already used, stores nothing and returns the
+   * task that key created (`created: false`), also when both submits race.
+   */
+  async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
+    return translated(async () => {
+      const inserted = await this.#pool.maybeOne(task`
+        INSERT INTO tasks (id, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
+        VALUES (
+          ${input.id}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts},
+          ${sql.jsonb(input.backoff)}, ${input.runAt === undefined ? sql.fragment`now()` : sql.fragment`${input.runAt}::timestamptz`},
+          ${input.timeoutMs ?? null}, ${input.idempotencyKey ?? null}, ${input.retentionMs ?? null}
+        )
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING ${TASK_COLUMNS}`);
+      if (inserted) return { task: inserted, created: true };
+      const existing = await this.#pool.one(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE idempotency_key = ${input.idempotencyKey ?? null}`);
+      return { task: existing, created: false };
+    });
   }
 
   async findTask(id: string): Promise<Task | null> {
@@ -99,51 +133,211 @@ export class TasksRepository {
     );
   }
 
-  /** Takes the task for one attempt. `null` when it is gone, finished, cancelled or already taken. */
-  async claimTask(id: string): Promise<Task | null> {
+  /**
+   * The outbox relay's step: locks up to `limit` due `pending` tasks (highest priority, then oldest, first;
+   * rows another relay holds are skipped), hands them to `publish`, and marks queued those it confirms.
+   * A task a submit is publishing at this moment may be published twice; the worker's claim makes that harmless.
+   * @returns how many tasks were locked (a full batch means more may be due).
+   */
+  async relayDuePending(limit: number, publish: (tasks: readonly Task[]) => Promise<readonly string[]>): Promise<number> {
     return translated(() =>
-      this.#pool.maybeOne(
-        transition(Transition.claim, id, sql.fragment`attempts = attempts + 1, started_at = now(), error = NULL`),
-      ),
+      this.#pool.transaction(async (tx) => {
+        const due = await tx.any(task`
+          SELECT ${TASK_COLUMNS} FROM tasks
+          WHERE status = ${Status.pending} AND run_at <= now()
+          ORDER BY priority DESC, run_at, id
+          LIMIT ${limit}
+          FOR UPDATE SKIP LOCKED`);
+        if (due.length === 0) return 0;
+        const confirmed = await publish(due);
+        if (confirmed.length > 0) {
+          await tx.query(idRow`
+            UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
+            WHERE id = ANY(${sql.array([...confirmed], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})
+            RETURNING id`);
+        }
+        return due.length;
+      }),
     );
-  }
-
-  /** Stores the result of `attempt`; `null` if that attempt no longer owns the task. */
-  async completeTask(id: string, attempt: number, result: unknown): Promise<Task | null> {
-    const set = sql.fragment`result = ${sql.jsonb(result as SerializableValue)}, finished_at = now()`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.complete, id, set, attemptIs(attempt))));
-  }
-
-  /** Records a failed attempt: final when `retry` is false, otherwise the task returns to `pending` to be published again. */
-  async failAttempt(id: string, error: TaskError, retry: boolean): Promise<Task | null> {
-    const edge = retry ? Transition.retry : Transition.fail;
-    const set = retry
-      ? sql.fragment`error = ${sql.jsonb(error)}`
-      : sql.fragment`error = ${sql.jsonb(error)}, finished_at = now()`;
-    return translated(() => this.#pool.maybeOne(transition(edge, id, set, attemptIs(error.attempt))));
-  }
-
-  /** Gives an unfinished attempt back to the queue without counting it. */
-  async handBack(id: string, attempt: number): Promise<Task | null> {
-    const set = sql.fragment`attempts = attempts - 1, started_at = NULL`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.handBack, id, set, attemptIs(attempt))));
   }
 
   /**
-   * Removes a task that no worker is running.
-   * @throws {TaskNotFound} when there is no such task.
-   * @throws {TaskConflict} when a worker is running it.
+   * Takes a due task for one attempt, with a lease of `leaseMs` held by `workerId`. `null` when it is gone,
+   * finished, cancelled, not yet due, or taken by another worker.
    */
-  async deleteTask(id: string): Promise<void> {
-    const deleted = await translated(() =>
-      this.#pool.maybeOne(idRow`
-        DELETE FROM tasks WHERE id = ${id} AND status = ANY(${statuses(DELETABLE_STATUSES)}) RETURNING id`),
+  async claimTask(id: string, workerId: string, leaseMs: number): Promise<ClaimedTask | null> {
+    return translated(() =>
+      this.#pool.maybeOne(claimed`
+        UPDATE tasks
+        SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
+            finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
+        WHERE id = ${id} AND status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL
+        RETURNING ${TASK_COLUMNS}, lease_token AS "leaseToken"`),
     );
-    if (deleted) return;
-    const current = await translated(() =>
-      this.#pool.maybeOne(statusRow`SELECT status FROM tasks WHERE id = ${id}`),
+  }
+
+  /**
+   * Extends the leases still held, in one statement. Leases missing from the answer were lost (the task was
+   * reaped, cancelled, deleted or taken by a newer attempt): their handlers must stop.
+   */
+  async heartbeat(leases: readonly Lease[], leaseMs: number): Promise<Map<string, { cancelRequested: boolean }>> {
+    if (leases.length === 0) return new Map();
+    const rows = await translated(() =>
+      this.#pool.any(heartbeatRow`
+        UPDATE tasks AS t SET lease_expires_at = now() + ${ms(leaseMs)}
+        FROM unnest(${sql.array(leases.map((l) => l.id), 'uuid')}, ${sql.array(leases.map((l) => l.leaseToken), 'uuid')}) AS l(id, token)
+        WHERE t.id = l.id AND t.lease_token = l.token AND t.status = ${Status.in_progress}
+        RETURNING t.id, t.cancel_requested_at IS NOT NULL AS "cancelRequested"`),
     );
-    if (!current) throw new TaskNotFound(id);
-    throw new TaskConflict(`task ${id} is ${current.status}: a worker is running it, so it cannot be deleted now`);
+    return new Map(rows.map((row) => [row.id, { cancelRequested: row.cancelRequested }]));
+  }
+
+  /** Stores the result of the attempt holding `leaseToken`. */
+  async completeTask(id: string, leaseToken: string, result: unknown): Promise<Task | null> {
+    const set = sql.fragment`result = ${sql.jsonb(result as SerializableValue)}, finished_at = now(), ${LEASE_RELEASED}`;
+    return translated(() => this.#pool.maybeOne(transition(Transition.complete, id, set, holds(leaseToken))));
+  }
+
+  /**
+   * Records a failed attempt: final when `retryAt` is null, otherwise the task returns to `pending`, due at
+   * `retryAt`, for the relay to publish. The error joins the task's `errors` history either way.
+   */
+  async failAttempt(id: string, leaseToken: string, error: TaskError, retryAt: Date | null): Promise<Task | null> {
+    const entry = { message: error.message, attempt: error.attempt, at: new Date().toISOString() };
+    const recorded = sql.fragment`error = ${sql.jsonb(entry)}, errors = errors || ${sql.jsonb([entry])}, ${LEASE_RELEASED}`;
+    const query =
+      retryAt === null
+        ? transition(Transition.fail, id, sql.fragment`${recorded}, finished_at = now()`, holds(leaseToken))
+        : transition(Transition.retry, id, sql.fragment`${recorded}, run_at = ${retryAt.toISOString()}::timestamptz`, holds(leaseToken));
+    return translated(() => this.#pool.maybeOne(query));
+  }
+
+  /** Ends the attempt holding `leaseToken` as cancelled, after its handler stopped (or was abandoned). */
+  async cancelRunning(id: string, leaseToken: string): Promise<Task | null> {
+    const set = sql.fragment`finished_at = now(), ${LEASE_RELEASED}`;
+    return translated(() => this.#pool.maybeOne(transition(Transition.cancelRunning, id, set, holds(leaseToken))));
+  }
+
+  /** Gives an unfinished attempt back without counting it: the task is pending again, due now. */
+  async handBack(id: string, leaseToken: string): Promise<Task | null> {
+    const set = sql.fragment`attempts = attempts - 1, started_at = NULL, run_at = now(), ${LEASE_RELEASED}`;
+    return translated(() => this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken))));
+  }
+
+  /**
+   * A client's cancel. A task no worker runs becomes `cancelled` at once; a running one is marked
+   * `cancelRequested` (its worker stops it). Finished tasks are returned unchanged.
+   * @throws {TaskNotFound}
+   */
+  async cancelTask(id: string): Promise<{ task: Task; outcome: 'cancelled' | 'requested' | 'unchanged' }> {
+    return translated(() =>
+      this.#pool.transaction(async (tx) => {
+        const now = await tx.maybeOne(transition(Transition.cancel, id, sql.fragment`finished_at = now(), cancel_requested_at = now()`));
+        if (now) return { task: now, outcome: 'cancelled' as const };
+        const running = await tx.maybeOne(task`
+          UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+          WHERE id = ${id} AND status = ${Status.in_progress}
+          RETURNING ${TASK_COLUMNS}`);
+        if (running) return { task: running, outcome: 'requested' as const };
+        const current = await tx.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id}`);
+        if (!current) throw new TaskNotFound(id);
+        return { task: current, outcome: 'unchanged' as const };
+      }),
+    );
+  }
+
+  /**
+   * A client's retry of a failed or cancelled task: pending again, due now, with a fresh attempt budget
+   * (its `errors` history is kept).
+   * @throws {TaskNotFound}
+   * @throws {TaskConflict} when the task is not failed or cancelled.
+   */
+  async rerunTask(id: string): Promise<Task> {
+    const set = sql.fragment`
+      attempts = 0, run_at = now(), result = NULL, error = NULL, started_at = NULL, finished_at = NULL,
+      cancel_requested_at = NULL, worker_id = NULL`;
+    const rerun = await translated(() => this.#pool.maybeOne(transition(Transition.rerun, id, set)));
+    if (rerun) return rerun;
+    const current = await this.getTask(id);
+    throw new TaskConflict(`task ${id} is ${current.status}: only failed or cancelled tasks can be retried`);
+  }
+
+  /**
+   * Removes a task whatever its status.
+   * @returns the status it had (a running task's worker must be told to stop).
+   * @throws {TaskNotFound}
+   */
+  async deleteTask(id: string): Promise<TaskStatus> {
+    const deleted = await translated(() => this.#pool.maybeOne(statusRow`DELETE FROM tasks WHERE id = ${id} RETURNING status`));
+    if (!deleted) throw new TaskNotFound(id);
+    return deleted.status;
+  }
+
+  /**
+   * Settles running tasks whose lease expired (their worker died, hung or lost its network): cancelled when a
+   * cancel was requested, otherwise a failed attempt with error `worker lost`, retried when attempts are left.
+   * Safe to run from many processes at once: each row is settled by exactly one of them.
+   */
+  async reapExpiredLeases(limit: number): Promise<readonly Task[]> {
+    const expired = sql.fragment`lease_expires_at < now() AND id IN (
+      SELECT id FROM tasks WHERE status = ${Status.in_progress} AND lease_expires_at < now()
+      ORDER BY lease_expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)`;
+    const lost = sql.fragment`jsonb_build_object('message', 'worker lost', 'attempt', attempts, 'at', now())`;
+    const recorded = sql.fragment`error = ${lost}, errors = errors || jsonb_build_array(${lost}), ${LEASE_RELEASED}`;
+    const edges: [Edge, Fragment, Fragment][] = [
+      [Transition.cancelRunning, sql.fragment`finished_at = now(), ${LEASE_RELEASED}`, sql.fragment`cancel_requested_at IS NOT NULL`],
+      [Transition.retry, sql.fragment`${recorded}, run_at = now()`, sql.fragment`cancel_requested_at IS NULL AND attempts < max_attempts`],
+      [Transition.fail, sql.fragment`${recorded}, finished_at = now()`, sql.fragment`cancel_requested_at IS NULL AND attempts >= max_attempts`],
+    ];
+    return translated(() =>
+      this.#pool.transaction(async (tx) => {
+        const settled: Task[] = [];
+        for (const [edge, set, guard] of edges) {
+          settled.push(
+            ...(await tx.any(task`
+              UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
+              WHERE status = ANY(${statuses(edge.from)}) AND ${guard} AND ${expired}
+              RETURNING ${TASK_COLUMNS}`)),
+          );
+        }
+        return settled;
+      }),
+    );
+  }
+
+  async countByStatus(status: TaskStatus): Promise<number> {
+    return translated(() => this.#pool.oneFirst(countRow`SELECT count(*)::int AS count FROM tasks WHERE status = ${status}`));
+  }
+
+  /** Puts tasks `queued` for longer than `olderThanMs` back to `pending`, for the relay to publish again. */
+  async republishStaleQueued(olderThanMs: number, limit: number): Promise<number> {
+    const rows = await translated(() =>
+      this.#pool.any(idRow`
+        UPDATE tasks SET status = ${Transition.republish.to}, updated_at = now(), run_at = now()
+        WHERE id IN (
+          SELECT id FROM tasks WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
+          ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+        AND status = ANY(${statuses(Transition.republish.from)})
+        RETURNING id`),
+    );
+    return rows.length;
+  }
+
+  /**
+   * Deletes up to `limit` finished tasks older than their retention (the task's own, else `defaultRetentionMs`;
+   * 0 keeps forever). Small batches keep every lock short.
+   */
+  async deleteExpiredFinished(defaultRetentionMs: number, limit: number): Promise<number> {
+    const retention = sql.fragment`coalesce(retention_ms, ${defaultRetentionMs})`;
+    const rows = await translated(() =>
+      this.#pool.any(idRow`
+        DELETE FROM tasks WHERE id IN (
+          SELECT id FROM tasks
+          WHERE status = ANY(${statuses(FINISHED_STATUSES)}) AND ${retention} > 0
+            AND finished_at < now() - make_interval(secs => ${retention} / 1000.0)
+          LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+        RETURNING id`),
+    );
+    return rows.length;
   }
 }

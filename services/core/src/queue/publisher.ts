@@ -93,6 +93,20 @@ export class Publisher {
     });
   }
 
+  /**
+   * Messages ready for delivery in the tasks queue (not those delivered and not yet acked).
+   * @throws {BrokerUnavailable} while disconnected.
+   */
+  async depth(): Promise<number> {
+    const channel = this.#channel;
+    if (!channel) throw new BrokerUnavailable();
+    try {
+      return (await channel.checkQueue(this.#queue)).messageCount;
+    } catch (error) {
+      throw new BrokerUnavailable('could not read the queue depth', error);
+    }
+  }
+
   async stop(): Promise<void> {
     this.#stopped = true;
     const channel = this.#channel;

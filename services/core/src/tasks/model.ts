@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { BackoffSchema } from './backoff.ts';
 import { TaskStatus } from './state.ts';
 
 /** Policy limits for what a task may ask for, beside the schema that enforces them. */
@@ -9,6 +10,8 @@ export const TASK_LIMITS = Object.freeze({
   defaultMaxAttempts: 1,
   maxMaxAttempts: 100,
   maxTypeLength: 100,
+  maxTimeoutMs: 86_400_000,
+  maxIdempotencyKeyLength: 200,
 });
 
 export const TaskStatusSchema = z.enum(TaskStatus).meta({
@@ -19,8 +22,9 @@ export const TaskErrorSchema = z
   .object({
     message: z.string(),
     attempt: z.number().int().min(1),
+    at: z.iso.datetime().optional().meta({ description: 'When the attempt failed.' }),
   })
-  .meta({ description: 'Why the last attempt failed.' });
+  .meta({ id: 'TaskError', description: 'Why an attempt failed.' });
 
 const isoTime = z.iso.datetime();
 
@@ -41,7 +45,16 @@ export const TaskSchema = z
     attempts: z.number().int().min(0),
     maxAttempts: z.number().int().min(1),
     result: JsonValueSchema.nullable(),
-    error: TaskErrorSchema.nullable(),
+    error: TaskErrorSchema.nullable().meta({ description: 'Why the last attempt failed, while that is the latest news.' }),
+    errors: z.array(TaskErrorSchema).meta({ description: 'Every failed attempt, oldest first.' }),
+    backoff: BackoffSchema,
+    timeoutMs: z.number().int().nullable(),
+    idempotencyKey: z.string().nullable(),
+    retentionMs: z.number().int().nullable().meta({ description: 'How long the task is kept once finished; null: the service default.' }),
+    runAt: isoTime.meta({ description: 'A pending task is published at or after this time.' }),
+    cancelRequested: z.boolean(),
+    workerId: z.string().nullable().meta({ description: 'The worker running the task (or that last ran it).' }),
+    leaseExpiresAt: isoTime.nullable().meta({ description: "While in_progress: when the worker's claim lapses unless renewed." }),
     createdAt: isoTime,
     updatedAt: isoTime,
     startedAt: isoTime.nullable(),

@@ -32,13 +32,14 @@ function deepFreeze<T extends Record<string, readonly unknown[]>>(table: T): T {
 export const TRANSITIONS: Readonly<Record<TaskStatus, readonly TaskStatus[]>> = deepFreeze({
   // A worker may claim a `pending` task: its message can arrive before the publisher records the confirm.
   [pending]: [queued, in_progress, cancelled],
-  [queued]: [in_progress, cancelled],
-  // `pending` when a failed attempt will be retried (it is published anew); `queued` when a stopping
-  // worker hands the task back and its message returns to the queue.
-  [in_progress]: [completed, failed, pending, queued],
+  // `pending` again when RabbitMQ lost the message (queue purged or deleted) and it must be published anew.
+  [queued]: [in_progress, cancelled, pending],
+  // `pending` when an attempt failed with attempts left, its worker was lost, or a stopping worker handed it back.
+  [in_progress]: [completed, failed, cancelled, pending],
   [completed]: [],
-  [failed]: [],
-  [cancelled]: [],
+  // A client may run a failed or cancelled task again.
+  [failed]: [pending],
+  [cancelled]: [pending],
 });
 
 /** The statuses from which `to` can be reached. */
@@ -50,13 +51,8 @@ export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return TRANSITIONS[from].includes(to);
 }
 
-export const TERMINAL_STATUSES: readonly TaskStatus[] = Object.freeze(TASK_STATUSES.filter((s) => TRANSITIONS[s].length === 0));
-
-/**
- * Statuses in which a task may be deleted: anything a worker is not running. Deleting a `queued` task
- * is safe because the worker's claim finds no row and drops the message.
- */
-export const DELETABLE_STATUSES: readonly TaskStatus[] = Object.freeze(TASK_STATUSES.filter((s) => s !== in_progress));
+/** Statuses nothing in the system moves a task out of; only a client's retry does (failed, cancelled). */
+export const FINISHED_STATUSES: readonly TaskStatus[] = Object.freeze([completed, failed, cancelled]);
 
 export type Edge = Readonly<{ from: readonly TaskStatus[]; to: TaskStatus }>;
 
@@ -74,9 +70,16 @@ export const Transition = Object.freeze({
   /** A worker takes the task. */
   claim: edge([pending, queued], in_progress),
   complete: edge([in_progress], completed),
+  /** The last allowed attempt failed (or its worker was lost). */
   fail: edge([in_progress], failed),
-  /** A failed attempt with attempts left: the task is published again. */
+  /** An attempt failed with attempts left, its worker was lost, or a stopping worker handed it back: publish again when due. */
   retry: edge([in_progress], pending),
-  /** A stopping worker gives the task back to the queue without counting the attempt. */
-  handBack: edge([in_progress], queued),
+  /** A client cancelled a task no worker runs yet. */
+  cancel: edge([pending, queued], cancelled),
+  /** The worker running a task stopped it on a client's request. */
+  cancelRunning: edge([in_progress], cancelled),
+  /** RabbitMQ no longer holds the task's message. */
+  republish: edge([queued], pending),
+  /** A client runs a failed or cancelled task again. */
+  rerun: edge([failed, cancelled], pending),
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { type FieldIssue, ValidationError } from '../errors.ts';
+import { BackoffSchema } from './backoff.ts';
 import { JsonValueSchema, TASK_LIMITS } from './model.ts';
 import { findTaskType, taskTypeNames } from './registry.ts';
 
@@ -31,6 +32,30 @@ export const SubmitTaskSchema = z
       .max(TASK_LIMITS.maxMaxAttempts)
       .default(TASK_LIMITS.defaultMaxAttempts)
       .meta({ description: 'How many times the task may run before it is failed.' }),
+    backoff: BackoffSchema.optional().meta({ description: 'Delay before each retry; default exponential from 1 s, capped at 5 min, with jitter.' }),
+    runAt: z.iso
+      .datetime({ offset: true })
+      .optional()
+      .meta({ description: 'Do not start before this time (ISO 8601). Delayed tasks wait in PostgreSQL, not in RabbitMQ.' }),
+    timeoutMs: z
+      .number()
+      .int()
+      .min(1)
+      .max(TASK_LIMITS.maxTimeoutMs)
+      .optional()
+      .meta({ description: 'An attempt running longer is aborted and fails with error `timeout`.' }),
+    idempotencyKey: z
+      .string()
+      .min(1)
+      .max(TASK_LIMITS.maxIdempotencyKeyLength)
+      .optional()
+      .meta({ description: 'A second submit with the same key returns the first task (200) instead of creating one. Also accepted as the Idempotency-Key header.' }),
+    retentionMs: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .meta({ description: 'How long to keep the task once finished (0: forever); default TASK_RETENTION.' }),
   })
   .strict()
   .meta({ id: 'SubmitTask' });

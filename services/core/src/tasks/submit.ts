@@ -2,6 +2,7 @@ import type { TasksRepository } from '../db/tasks-repository.ts';
 import { newTaskId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../queue/publisher.ts';
+import { DEFAULT_BACKOFF } from './backoff.ts';
 import type { Task } from './model.ts';
 import type { Submission } from './submission.ts';
 
@@ -9,14 +10,25 @@ export type SubmitDeps = { repository: TasksRepository; publisher: Publisher; lo
 
 /**
  * Stores a task, then publishes it. The row is committed before the message exists, so a worker never
- * receives a task it cannot find; if RabbitMQ is down or slow the task stays `pending` and is still accepted.
+ * receives a task it cannot find; if RabbitMQ is down or slow the task stays `pending` for the outbox relay,
+ * and is still accepted. A task due later is left to the relay. A known idempotency key returns the task it
+ * created (`created: false`) and changes nothing.
  * @throws {DatabaseUnavailable} when the task could not be stored (nothing was accepted).
  */
-export async function submitTask(deps: SubmitDeps, submission: Submission): Promise<Task> {
-  const task = await deps.repository.insertTask({ id: newTaskId(), ...submission });
+export async function submitTask(deps: SubmitDeps, submission: Submission): Promise<{ task: Task; created: boolean }> {
+  const { task, created } = await deps.repository.insertTask({
+    id: newTaskId(),
+    ...submission,
+    backoff: submission.backoff ?? DEFAULT_BACKOFF,
+  });
   const log = deps.log.child({ taskId: task.id, type: task.type });
-  log.info({ priority: task.priority }, 'task submitted');
-  return publishTask(deps, task, log);
+  if (!created) {
+    log.info({ idempotencyKey: task.idempotencyKey }, 'task already submitted with this idempotency key');
+    return { task, created };
+  }
+  log.info({ priority: task.priority, runAt: task.runAt }, 'task submitted');
+  if (Date.parse(task.runAt) > Date.now()) return { task, created };
+  return { task: await publishTask(deps, task, log), created };
 }
 
 /** Publishes a `pending` task and records the confirm; returns the task as it now stands. */
@@ -24,7 +36,7 @@ export async function publishTask(deps: SubmitDeps, task: Task, log: Logger): Pr
   try {
     await deps.publisher.publish({ taskId: task.id, type: task.type, priority: task.priority });
   } catch (error) {
-    log.warn({ err: (error as Error).message }, 'task stored but not published; it stays pending');
+    log.warn({ err: (error as Error).message }, 'task stored but not published; the relay will publish it');
     return task;
   }
   let marked: readonly Task[];

@@ -1,0 +1,96 @@
+import type { TasksRepository } from '../db/tasks-repository.ts';
+import type { Logger } from '../log.ts';
+import { Periodic } from '../periodic.ts';
+import { TaskStatus } from './state.ts';
+
+const BATCH = 1_000;
+
+/**
+ * Settles running tasks whose worker is gone (lease expired): retried, failed or cancelled, with error
+ * `worker lost`. Safe to run from any number of processes at once.
+ * @returns how many tasks it settled.
+ */
+export async function reapExpiredLeases(repository: TasksRepository, log: Logger): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const settled = await repository.reapExpiredLeases(BATCH);
+    for (const task of settled) {
+      log.warn({ taskId: task.id, type: task.type, attempt: task.attempts, status: task.status }, 'lease expired: worker lost');
+    }
+    total += settled.length;
+    if (settled.length < BATCH) return total;
+  }
+}
+
+/**
+ * Finds `queued` tasks whose message RabbitMQ no longer holds (queue purged or deleted) and sends them back
+ * through the relay. A message cannot be looked up by id, so when the queue holds fewer ready messages than
+ * there are queued tasks, those queued for longer than `staleMs` are published again; a duplicate of a
+ * message that was not lost after all is dropped by the worker's claim.
+ * @returns how many tasks it sent back.
+ */
+export async function reconcileQueued(
+  repository: TasksRepository,
+  readyMessages: () => Promise<number>,
+  staleMs: number,
+  log: Logger,
+): Promise<number> {
+  const queued = await repository.countByStatus(TaskStatus.queued);
+  if (queued === 0 || (await readyMessages()) >= queued) return 0;
+  const republished = await repository.republishStaleQueued(staleMs, BATCH);
+  if (republished > 0) log.warn({ republished }, 'queued tasks missing from RabbitMQ sent back to the relay');
+  return republished;
+}
+
+/** Deletes finished tasks past their retention, in small batches. @returns how many it deleted. */
+export async function sweepRetention(repository: TasksRepository, retentionMs: number, log: Logger): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const deleted = await repository.deleteExpiredFinished(retentionMs, BATCH);
+    total += deleted;
+    if (deleted < BATCH) break;
+  }
+  if (total > 0) log.info({ deleted: total }, 'retention sweep deleted finished tasks');
+  return total;
+}
+
+export type MaintenanceOptions = {
+  repository: TasksRepository;
+  readyMessages: () => Promise<number>;
+  reaperIntervalMs: number;
+  queuedReconcileMs: number;
+  retentionMs: number;
+  retentionIntervalMs: number;
+};
+
+/** Runs the reaper and the reconciliation pass on one timer, and the retention sweep (unless off) on another. */
+export class Maintenance {
+  readonly #reaper: Periodic;
+  readonly #retention: Periodic | null;
+
+  constructor(options: MaintenanceOptions, log: Logger) {
+    const scoped = log.child({ component: 'maintenance' });
+    this.#reaper = new Periodic(
+      'reaper',
+      options.reaperIntervalMs,
+      async () => {
+        await reapExpiredLeases(options.repository, scoped);
+        await reconcileQueued(options.repository, options.readyMessages, options.queuedReconcileMs, scoped);
+      },
+      log,
+    );
+    this.#retention =
+      options.retentionMs > 0
+        ? new Periodic('retention', options.retentionIntervalMs, async () => void (await sweepRetention(options.repository, options.retentionMs, scoped)), log)
+        : null;
+  }
+
+  start(): void {
+    this.#reaper.start();
+    this.#retention?.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.#reaper.stop(), this.#retention?.stop()]);
+  }
+}
