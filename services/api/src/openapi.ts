@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { JsonValueSchema, TaskSchema } from '../../core/src/tasks/model.ts';
+import { BackoffSchema } from '../../core/src/tasks/backoff.ts';
+import { JsonValueSchema, TaskErrorSchema, TaskSchema } from '../../core/src/tasks/model.ts';
 import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
 import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
 import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
@@ -12,7 +13,7 @@ const problem = (description: string) => ({ description, content: { 'application
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
 function components(): Record<string, unknown> {
   const registry = z.registry<{ id: string; description?: string }>();
-  for (const schema of [JsonValueSchema, TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
+  for (const schema of [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
     registry.add(schema, { id: (schema.meta() as { id: string }).id });
   }
   for (const [name, type] of TASK_TYPES) {
@@ -50,9 +51,19 @@ export function openApiDocument(): object {
         post: {
           summary: 'Submit a task',
           operationId: 'submitTask',
+          parameters: [
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              description: 'Same as the `idempotencyKey` field: a repeated key returns the first task (200).',
+              schema: { type: 'string', minLength: 1, maxLength: 200 },
+            },
+          ],
           requestBody: { required: true, content: json(ref('SubmitTask')) },
           responses: {
-            '201': { description: 'Stored (and published unless RabbitMQ is down: then `pending`).', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
+            '201': { description: 'Stored (and published unless RabbitMQ is down or `runAt` is later: then `pending`).', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
+            '200': { description: 'The idempotency key was used before: the task it created.', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
             '400': problem('The body is not JSON.'),
             '413': problem('The body is larger than 1 MiB.'),
             '415': problem('The body is not JSON.'),
@@ -75,13 +86,35 @@ export function openApiDocument(): object {
           responses: { '200': { description: 'The task.', content: json(ref('Task')) }, '400': problem('Malformed id.'), '404': problem('No such task.') },
         },
         delete: {
-          summary: 'Delete a task; a queued task never runs',
+          summary: 'Delete a task in any status; a running task is stopped first, a queued one never runs',
           operationId: 'deleteTask',
+          responses: { '204': { description: 'Deleted.' }, '400': problem('Malformed id.'), '404': problem('No such task.') },
+        },
+      },
+      [`${TASKS_PATH}/{id}/cancel`]: {
+        parameters: [idParameter],
+        post: {
+          summary: 'Cancel a task',
+          operationId: 'cancelTask',
           responses: {
-            '204': { description: 'Deleted.' },
+            '200': { description: 'Cancelled (now, or already).', content: json(ref('Task')) },
+            '202': { description: 'Running: its worker is stopping it; it ends `cancelled`.', content: json(ref('Task')) },
             '400': problem('Malformed id.'),
             '404': problem('No such task.'),
-            '409': problem('A worker is running the task.'),
+            '409': problem('The task already completed or failed.'),
+          },
+        },
+      },
+      [`${TASKS_PATH}/{id}/retry`]: {
+        parameters: [idParameter],
+        post: {
+          summary: 'Run a failed or cancelled task again, with a fresh attempt budget',
+          operationId: 'retryTask',
+          responses: {
+            '202': { description: 'Pending or queued again.', content: json(ref('Task')) },
+            '400': problem('Malformed id.'),
+            '404': problem('No such task.'),
+            '409': problem('The task is not failed or cancelled.'),
           },
         },
       },
