@@ -1,4 +1,5 @@
 import type { TasksRepository } from '../db/tasks-repository.ts';
+import { BrokerUnavailable } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { Periodic } from '../periodic.ts';
 import { TaskStatus } from './state.ts';
@@ -36,7 +37,13 @@ export async function reconcileQueued(
   log: Logger,
 ): Promise<number> {
   const queued = await repository.countByStatus(TaskStatus.queued);
-  if (queued === 0 || (await readyMessages()) >= queued) return 0;
+  if (queued === 0) return 0;
+  // While RabbitMQ is unreachable nothing can be compared; the relay is what catches up after the outage.
+  const ready = await readyMessages().catch((error: unknown) => {
+    if (error instanceof BrokerUnavailable) return Number.POSITIVE_INFINITY;
+    throw error;
+  });
+  if (ready >= queued) return 0;
   const republished = await repository.republishStaleQueued(staleMs, BATCH);
   if (republished > 0) log.warn({ republished }, 'queued tasks missing from RabbitMQ sent back to the relay');
   return republished;
