@@ -29,6 +29,7 @@ export class TestWorld {
       TASKS_QUEUE: freshQueueName(),
       HOST: '127.0.0.1',
       PORT: '0',
+      METRICS_PORT: '0',
       LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',
       // Tests wait on the relay (retries, delayed tasks, outages): a short tick keeps them quick.
       RELAY_INTERVAL_MS: '100',

@@ -3,6 +3,7 @@ import Koa from 'koa';
 import type { TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import type { DatabasePool } from '../../core/src/db/pool.ts';
 import type { Logger } from '../../core/src/log.ts';
+import type { Metrics } from '../../core/src/metrics.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
 import type { ControlChannel } from '../../core/src/queue/control.ts';
 import type { Publisher } from '../../core/src/queue/publisher.ts';
@@ -17,6 +18,7 @@ export type AppDeps = {
   broker: Broker;
   publisher: Publisher;
   control: ControlChannel;
+  metrics: Metrics;
   repository: TasksRepository;
   log: Logger;
   isShuttingDown: () => boolean;
@@ -31,6 +33,10 @@ export function createApp(deps: AppDeps): Koa {
   });
 
   const router = new Router();
+  router.get('/metrics', async (ctx) => {
+    ctx.type = deps.metrics.registry.contentType;
+    ctx.body = await deps.metrics.registry.metrics();
+  });
   for (const child of [tasksRouter(deps), healthRouter(deps), docsRouter()]) router.use(child.routes());
   app.use(requestContext(deps.log));
   app.use(problemDetails());

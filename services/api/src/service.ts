@@ -4,6 +4,7 @@ import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
 import { ControlChannel } from '../../core/src/queue/control.ts';
+import { createMetrics } from '../../core/src/metrics.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
 import { Maintenance } from '../../core/src/tasks/maintenance.ts';
 import { Relay } from '../../core/src/tasks/relay.ts';
@@ -21,6 +22,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
   const lifecycle = new Lifecycle(log);
   const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api');
   const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
+  const metrics = createMetrics('api');
   let relay: Relay | null = null;
   let maintenance: Maintenance | null = null;
   let shuttingDown = false;
@@ -29,7 +31,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
   lifecycle.add(...components, { name: 'control', start: () => control.start(), stop: () => control.stop() }, {
     name: 'relay',
     start: () => {
-      relay = new Relay({ repository: database.tasks(), publisher, broker, intervalMs: config.relayIntervalMs }, log);
+      relay = new Relay({ repository: database.tasks(), publisher, broker, intervalMs: config.relayIntervalMs, metrics }, log);
       return relay.start();
     },
     stop: async () => relay?.stop(),
@@ -44,6 +46,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
           queuedReconcileMs: config.queuedReconcileMs,
           retentionMs: config.taskRetentionMs,
           retentionIntervalMs: config.retentionIntervalMs,
+          metrics,
         },
         log,
       );
@@ -59,6 +62,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
         broker,
         publisher,
         control,
+        metrics,
         log,
         isShuttingDown: () => shuttingDown,
       });

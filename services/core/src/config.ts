@@ -34,6 +34,7 @@ const envSchema = z.object({
   AMQP_URL: z.url({ protocol: /^amqps?$/, error: 'must be an amqp:// or amqps:// URL' }).default('amqp://guest:guest@127.0.0.1:5672'),
   HOST: z.string().min(1).default('0.0.0.0'),
   PORT: integer(0, LIMITS.maxPort).default(8000),
+  METRICS_PORT: integer(0, LIMITS.maxPort).default(9091),
   TASKS_QUEUE: z
     .string()
     .regex(/^[A-Za-z0-9._:-]{1,200}$/, 'letters, digits and . _ : - only, at most 200 characters')
@@ -58,6 +59,8 @@ export type Config = Readonly<{
   amqpUrl: string;
   host: string;
   port: number;
+  /** Where a worker (or the controller) serves /metrics, /healthz and /readyz. */
+  metricsPort: number;
   tasksQueue: string;
   workerConcurrency: number;
   workerId: string;
@@ -100,6 +103,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     amqpUrl: e.AMQP_URL,
     host: e.HOST,
     port: e.PORT,
+    metricsPort: e.METRICS_PORT,
     tasksQueue: e.TASKS_QUEUE,
     workerConcurrency: e.WORKER_CONCURRENCY,
     workerId: e.WORKER_ID ?? `${hostname()}-${process.pid}`,

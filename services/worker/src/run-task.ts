@@ -2,10 +2,11 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { ClaimedTask, TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import { DatabaseUnavailable, PermanentTaskError } from '../../core/src/errors.ts';
 import type { Logger } from '../../core/src/log.ts';
+import type { Metrics } from '../../core/src/metrics.ts';
 import { retryDelayMs } from '../../core/src/tasks/backoff.ts';
 import { findTaskType } from '../../core/src/tasks/registry.ts';
 
-export type RunDeps = { repository: TasksRepository; log: Logger; cancelGraceMs: number };
+export type RunDeps = { repository: TasksRepository; log: Logger; cancelGraceMs: number; metrics?: Metrics | undefined };
 
 /** Why an attempt was stopped before its handler finished. */
 export type StopReason = 'cancel' | 'timeout' | 'lease-lost' | 'hand-back';
@@ -108,12 +109,17 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void>
     case 'hand-back':
       return;
     case 'lease-lost':
+      deps.metrics?.duplicateExecutions.inc({ type: task.type });
       log.warn({ ms }, 'attempt lost its lease (reaped, cancelled or deleted); its outcome is discarded');
       return;
-    case 'cancel':
+    case 'cancel': {
       if (outcome.kind === 'ok') break;
-      if (await persist(() => deps.repository.cancelRunning(task.id, task.leaseToken), log)) log.info({ ms }, 'task cancelled');
+      const stopped = await persist(() => deps.repository.cancelRunning(task.id, task.leaseToken), log);
+      if (!stopped) return;
+      deps.metrics?.cancelLatency.observe({ type: task.type }, stopped.cancelLatencySeconds);
+      log.info({ ms, cancelLatencyMs: Math.round(stopped.cancelLatencySeconds * 1000) }, 'task cancelled');
       return;
+    }
     case 'timeout':
       return recordFailure(deps, attempt, new Error('timeout'), ms, log);
   }

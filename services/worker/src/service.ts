@@ -2,10 +2,13 @@ import type { Config } from '../../core/src/config.ts';
 import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
+import { pingDatabase } from '../../core/src/db/pool.ts';
+import { createMetrics } from '../../core/src/metrics.ts';
+import { ProbeServer } from '../../core/src/probes.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
 import { Worker } from './worker.ts';
 
-export type WorkerService = { lifecycle: Lifecycle; database: Database; worker: () => Worker | null };
+export type WorkerService = { lifecycle: Lifecycle; database: Database; probes: ProbeServer; worker: () => Worker | null };
 
 /**
  * Wires a worker: database (schema migrated) → RabbitMQ connection → publisher (for hand-backs) → worker.
@@ -14,9 +17,22 @@ export type WorkerService = { lifecycle: Lifecycle; database: Database; worker: 
 export function createWorkerService(config: Config, log: Logger): WorkerService {
   const lifecycle = new Lifecycle(log);
   const { database, broker, publisher, components } = createRuntime(config, log, `conveyor-worker-${config.workerId}`);
+  const metrics = createMetrics('worker');
+  const probes = new ProbeServer(
+    {
+      registry: metrics.registry,
+      host: config.host,
+      port: config.metricsPort,
+      unavailable: async () => [
+        ...(await pingDatabase(database.pool).then(() => [], () => ['database'])),
+        ...(broker.connected ? [] : ['broker']),
+      ],
+    },
+    log,
+  );
   let worker: Worker | null = null;
 
-  lifecycle.add(...components, {
+  lifecycle.add(...components, { name: 'probes', start: () => probes.start(), stop: () => probes.stop() }, {
     name: 'worker',
     start: () => {
       worker = new Worker(
@@ -30,6 +46,7 @@ export function createWorkerService(config: Config, log: Logger): WorkerService 
           leaseMs: config.taskLeaseMs,
           shutdownTimeoutMs: config.shutdownTimeoutMs,
           cancelGraceMs: config.cancelGraceMs,
+          metrics,
         },
         log,
       );
@@ -38,5 +55,5 @@ export function createWorkerService(config: Config, log: Logger): WorkerService 
     stop: async () => worker?.stop(),
   });
 
-  return { lifecycle, database, worker: () => worker };
+  return { lifecycle, database, probes, worker: () => worker };
 }

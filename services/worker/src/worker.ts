@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import { DatabaseUnavailable, IllegalStateError } from '../../core/src/errors.ts';
 import type { Logger } from '../../core/src/log.ts';
+import type { Metrics } from '../../core/src/metrics.ts';
 import { Periodic } from '../../core/src/periodic.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
 import { Consumer, type Delivery } from '../../core/src/queue/consumer.ts';
@@ -23,6 +24,7 @@ export type WorkerOptions = {
   shutdownTimeoutMs: number;
   /** How long a stopped handler may ignore its abort signal before it is abandoned. */
   cancelGraceMs: number;
+  metrics?: Metrics;
 };
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -118,7 +120,8 @@ export class Worker {
   }
 
   async #run(attempt: Attempt): Promise<void> {
-    const deps = { repository: this.#options.repository, log: this.#log, cancelGraceMs: this.#options.cancelGraceMs };
+    const { repository, cancelGraceMs, metrics } = this.#options;
+    const deps = { repository, log: this.#log, cancelGraceMs, metrics };
     const done = runAttempt(deps, attempt).catch((error: unknown) => {
       this.#log.error({ taskId: attempt.task.id, err: error }, 'could not record the outcome; the lease will expire and the task be retried');
     });

@@ -42,6 +42,7 @@ const TASK_COLUMNS = sql.fragment`
 
 const task = sql.type(TaskSchema);
 const claimed = sql.type(TaskSchema.extend({ leaseToken: z.uuid() }));
+const cancelled = sql.type(TaskSchema.extend({ cancelLatencySeconds: z.number() }));
 const idRow = sql.type(z.object({ id: z.uuid() }));
 const statusRow = sql.type(z.object({ status: z.enum(Status) }));
 const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
@@ -212,10 +213,19 @@ export class TasksRepository {
     return translated(() => this.#pool.maybeOne(query));
   }
 
-  /** Ends the attempt holding `leaseToken` as cancelled, after its handler stopped (or was abandoned). */
-  async cancelRunning(id: string, leaseToken: string): Promise<Task | null> {
-    const set = sql.fragment`finished_at = now(), ${LEASE_RELEASED}`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.cancelRunning, id, set, holds(leaseToken))));
+  /**
+   * Ends the attempt holding `leaseToken` as cancelled, after its handler stopped (or was abandoned).
+   * `cancelLatencySeconds` is the time since the cancel was requested.
+   */
+  async cancelRunning(id: string, leaseToken: string): Promise<(Task & { cancelLatencySeconds: number }) | null> {
+    const edge = Transition.cancelRunning;
+    return translated(() =>
+      this.#pool.maybeOne(cancelled`
+        UPDATE tasks SET status = ${edge.to}, updated_at = now(), finished_at = now(), ${LEASE_RELEASED}
+        WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${holds(leaseToken)}
+        RETURNING ${TASK_COLUMNS},
+          coalesce(extract(epoch FROM now() - cancel_requested_at), 0)::float8 AS "cancelLatencySeconds"`),
+    );
   }
 
   /** Gives an unfinished attempt back without counting it: the task is pending again, due now. */

@@ -1,6 +1,7 @@
 import type { TasksRepository } from '../db/tasks-repository.ts';
 import { BrokerUnavailable } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
 import { Periodic } from '../periodic.ts';
 import { TaskStatus } from './state.ts';
 
@@ -11,11 +12,12 @@ const BATCH = 1_000;
  * `worker lost`. Safe to run from any number of processes at once.
  * @returns how many tasks it settled.
  */
-export async function reapExpiredLeases(repository: TasksRepository, log: Logger): Promise<number> {
+export async function reapExpiredLeases(repository: TasksRepository, log: Logger, metrics?: Metrics): Promise<number> {
   let total = 0;
   for (;;) {
     const settled = await repository.reapExpiredLeases(BATCH);
     for (const task of settled) {
+      metrics?.reaped.inc({ outcome: task.status });
       log.warn({ taskId: task.id, type: task.type, attempt: task.attempts, status: task.status }, 'lease expired: worker lost');
     }
     total += settled.length;
@@ -68,6 +70,7 @@ export type MaintenanceOptions = {
   queuedReconcileMs: number;
   retentionMs: number;
   retentionIntervalMs: number;
+  metrics?: Metrics;
 };
 
 /** Runs the reaper and the reconciliation pass on one timer, and the retention sweep (unless off) on another. */
@@ -81,7 +84,7 @@ export class Maintenance {
       'reaper',
       options.reaperIntervalMs,
       async () => {
-        await reapExpiredLeases(options.repository, scoped);
+        await reapExpiredLeases(options.repository, scoped, options.metrics);
         await reconcileQueued(options.repository, options.readyMessages, options.queuedReconcileMs, scoped);
       },
       log,

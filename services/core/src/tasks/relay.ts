@@ -1,5 +1,6 @@
 import type { TasksRepository } from '../db/tasks-repository.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
 import { Periodic } from '../periodic.ts';
 import type { Broker } from '../queue/broker.ts';
 import type { Publisher } from '../queue/publisher.ts';
@@ -19,7 +20,13 @@ export class Relay {
   readonly #log: Logger;
   readonly #periodic: Periodic;
 
-  constructor(options: { repository: TasksRepository; publisher: Publisher; broker: Broker; intervalMs: number }, log: Logger) {
+  readonly #metrics: Metrics | undefined;
+
+  constructor(
+    options: { repository: TasksRepository; publisher: Publisher; broker: Broker; intervalMs: number; metrics?: Metrics },
+    log: Logger,
+  ) {
+    this.#metrics = options.metrics;
     this.#repository = options.repository;
     this.#publisher = options.publisher;
     this.#broker = options.broker;
@@ -45,6 +52,7 @@ export class Relay {
       published = confirmed.length;
       return confirmed;
     });
+    this.#metrics?.relayed.inc(published);
     if (locked > 0) this.#log.info({ published, due: locked }, 'relayed pending tasks');
     return locked === RELAY_BATCH && published === locked;
   }
