@@ -8,6 +8,7 @@ export const LIMITS = Object.freeze({
   maxPort: 65535,
   minLeaseMs: 1_000,
   maxLeaseMs: 3_600_000,
+  maxRetentionMs: 100 * 365 * 86_400_000,
 });
 
 const DURATION = /^(\d+)(ms|s|m|h|d)?$/;
@@ -46,12 +47,17 @@ const envSchema = z.object({
   PUBLISH_TIMEOUT_MS: integer(1, 60_000).default(5_000),
   DATABASE_POOL_SIZE: integer(1, 200).default(10),
   TASK_LEASE_MS: integer(LIMITS.minLeaseMs, LIMITS.maxLeaseMs).default(30_000),
-  TASK_RETENTION: duration.default(7 * 86_400_000),
+  TASK_RETENTION: duration.pipe(z.number().max(LIMITS.maxRetentionMs, 'must be at most 100 years')).default(7 * 86_400_000),
   RETENTION_INTERVAL_MS: integer(1_000, 86_400_000).default(60_000),
   RELAY_INTERVAL_MS: integer(10, 60_000).default(1_000),
   REAPER_INTERVAL_MS: integer(100, 600_000).default(5_000),
   CANCEL_GRACE_MS: integer(0, 600_000).default(5_000),
   QUEUED_RECONCILE_MS: integer(1_000, 86_400_000).default(60_000),
+  POD_NAME: z.string().min(1).optional(),
+  POD_NAMESPACE: z.string().min(1).default('default'),
+  CONTROLLER_LEASE_NAME: z.string().min(1).default('conveyor-controller'),
+  CONTROLLER_LEASE_MS: integer(3_000, 600_000).default(15_000),
+  TASK_SYNC_INTERVAL_MS: integer(100, 600_000).default(2_000),
 });
 
 export type Config = Readonly<{
@@ -83,6 +89,14 @@ export type Config = Readonly<{
   cancelGraceMs: number;
   /** A task `queued` this long while RabbitMQ holds fewer messages than there are queued tasks is published again. */
   queuedReconcileMs: number;
+  /** The controller's identity in leader election (the pod name in a cluster). */
+  podName: string;
+  /** The namespace the controller watches and holds its Lease in. */
+  podNamespace: string;
+  controllerLeaseName: string;
+  controllerLeaseMs: number;
+  /** How often the controller refreshes a Task resource's status from PostgreSQL while the task runs. */
+  taskSyncIntervalMs: number;
 }>;
 
 /**
@@ -118,5 +132,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     reaperIntervalMs: e.REAPER_INTERVAL_MS,
     cancelGraceMs: e.CANCEL_GRACE_MS,
     queuedReconcileMs: e.QUEUED_RECONCILE_MS,
+    podName: e.POD_NAME ?? `${hostname()}-${process.pid}`,
+    podNamespace: e.POD_NAMESPACE,
+    controllerLeaseName: e.CONTROLLER_LEASE_NAME,
+    controllerLeaseMs: e.CONTROLLER_LEASE_MS,
+    taskSyncIntervalMs: e.TASK_SYNC_INTERVAL_MS,
   });
 }

@@ -47,6 +47,8 @@ const idRow = sql.type(z.object({ id: z.uuid() }));
 const statusRow = sql.type(z.object({ status: z.enum(Status) }));
 const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
 const countRow = sql.type(z.object({ count: z.number() }));
+const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));
+const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
 
 const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
 const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;
@@ -313,6 +315,28 @@ export class TasksRepository {
         return settled;
       }),
     );
+  }
+
+  /** How many tasks wait or run: the autoscaler's view of the backlog (pending counts only when due). */
+  async backlog(): Promise<{ pending: number; queued: number; inProgress: number }> {
+    const row = await translated(() =>
+      this.#pool.one(backlogRow`
+        SELECT count(*) FILTER (WHERE status = ${Status.pending} AND run_at <= now())::int AS pending,
+               count(*) FILTER (WHERE status = ${Status.queued})::int AS queued,
+               count(*) FILTER (WHERE status = ${Status.in_progress})::int AS "inProgress"
+        FROM tasks WHERE status = ANY(${statuses([Status.pending, Status.queued, Status.in_progress])})`),
+    );
+    return row;
+  }
+
+  /** Running tasks per worker id, for scale-in to remove idle workers first. */
+  async runningByWorker(): Promise<Map<string, number>> {
+    const rows = await translated(() =>
+      this.#pool.any(workerRow`
+        SELECT worker_id AS "workerId", count(*)::int AS count FROM tasks
+        WHERE status = ${Status.in_progress} AND worker_id IS NOT NULL GROUP BY worker_id`),
+    );
+    return new Map(rows.map((row) => [row.workerId, row.count]));
   }
 
   async countByStatus(status: TaskStatus): Promise<number> {

@@ -36,6 +36,11 @@ export class Broker {
     return this.#model !== null;
   }
 
+  /** The live connection, for components that open short-lived channels; `null` while disconnected. */
+  model(): ChannelModel | null {
+    return this.#model;
+  }
+
   /** Registers a hook; it also runs at once when the broker is already connected. */
   async onConnect(hook: ConnectHook): Promise<void> {
     this.#hooks.push(hook);

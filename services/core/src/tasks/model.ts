@@ -12,6 +12,8 @@ export const TASK_LIMITS = Object.freeze({
   maxTypeLength: 100,
   maxTimeoutMs: 86_400_000,
   maxIdempotencyKeyLength: 200,
+  /** 100 years: longer is forever in practice, and keeps every date computed from it in PostgreSQL's range. */
+  maxRetentionMs: 100 * 365 * 86_400_000,
 });
 
 export const TaskStatusSchema = z.enum(TaskStatus).meta({

@@ -35,6 +35,10 @@ export const SubmitTaskSchema = z
     backoff: BackoffSchema.optional().meta({ description: 'Delay before each retry; default exponential from 1 s, capped at 5 min, with jitter.' }),
     runAt: z.iso
       .datetime({ offset: true })
+      .refine((value) => {
+        const year = new Date(value).getUTCFullYear();
+        return year >= 1 && year <= 9999;
+      }, 'runAt must be between years 0001 and 9999')
       .optional()
       .meta({ description: 'Do not start before this time (ISO 8601). Delayed tasks wait in PostgreSQL, not in RabbitMQ.' }),
     timeoutMs: z
@@ -54,6 +58,7 @@ export const SubmitTaskSchema = z
       .number()
       .int()
       .min(0)
+      .max(TASK_LIMITS.maxRetentionMs)
       .optional()
       .meta({ description: 'How long to keep the task once finished (0: forever); default TASK_RETENTION.' }),
   })

@@ -1,0 +1,108 @@
+// What the reliability suites share: a world per file with a running API and a PostgreSQL client, workers
+// started and stopped per test, and HTTP shorthands that check their own status codes.
+import pg from 'pg';
+import { suite, type Test } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { Task } from '../../services/core/src/tasks/model.ts';
+import { FINISHED_STATUSES, type TaskStatus } from '../../services/core/src/tasks/state.ts';
+import type { WorkerService } from '../../services/worker/src/service.ts';
+import { eventually, type HttpResult, request, TestWorld } from '../support/system.ts';
+
+export const TASKS = '/api/v1/tasks';
+const PROBLEM = 'application/problem+json';
+
+export type ReliabilityCtx = {
+  world: TestWorld;
+  baseUrl: string;
+  queue: string;
+  /** For what the API cannot do: simulate a lost control message, count rows by idempotency key. */
+  db: pg.Client;
+};
+
+/** A suite with its own database, queue and API (started with `apiEnv`); no worker until a test starts one. */
+export function reliabilitySuite(name: string, apiEnv: Record<string, string> = {}): Test<ReliabilityCtx> {
+  const test = suite<ReliabilityCtx>(name, {} as ReliabilityCtx);
+  test.before(async (ctx) => {
+    ctx.world = await TestWorld.create();
+    ctx.queue = ctx.world.env['TASKS_QUEUE'] as string;
+    const api = await ctx.world.startApi(apiEnv);
+    ctx.baseUrl = api.baseUrl;
+    await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
+    ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] as string });
+    await ctx.db.connect();
+  });
+  test.after(async (ctx) => {
+    await ctx.db?.end();
+    await ctx.world?.teardown();
+  });
+  return test;
+}
+
+/**
+ * Runs `body` with a worker, then stops it, so that the next test starts with none. Port 0 keeps several
+ * workers' probe servers apart; a short shutdown timeout keeps a failed test from holding the suite for 25 s.
+ */
+export async function withWorker<T>(world: TestWorld, env: Record<string, string>, body: (worker: WorkerService) => Promise<T>): Promise<T> {
+  const worker = await world.startWorker({ METRICS_PORT: '0', SHUTDOWN_TIMEOUT_MS: '1000', ...env });
+  try {
+    return await body(worker);
+  } finally {
+    await worker.lifecycle.stop();
+  }
+}
+
+export async function submit(baseUrl: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<Task> {
+  const res = await request<Task>(baseUrl, 'POST', TASKS, body, headers);
+  assert.is(res.status, 201, res.text);
+  return res.body;
+}
+
+export async function getTask(baseUrl: string, id: string): Promise<Task> {
+  const res = await request<Task>(baseUrl, 'GET', `${TASKS}/${id}`);
+  assert.is(res.status, 200, res.text);
+  return res.body;
+}
+
+export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return task.status === status && task;
+    },
+    timeoutMs,
+    `task ${id} to be ${status}`,
+  );
+}
+
+/** Waits for the task to end whichever way, so that a wrong outcome fails on its status rather than on a timeout. */
+export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return FINISHED_STATUSES.includes(task.status) && task;
+    },
+    timeoutMs,
+    `task ${id} to finish`,
+  );
+}
+
+export function assertProblem(res: HttpResult, status: number, detail: RegExp): void {
+  assert.is(res.status, status, res.text);
+  assert.ok(res.headers.get('content-type')?.startsWith(PROBLEM), `content-type ${res.headers.get('content-type')}`);
+  assert.is(res.body.status, status);
+  assert.type(res.body.title, 'string');
+  assert.match(res.body.detail, detail);
+}
+
+export const time = (iso: string | null | undefined): number => {
+  const parsed = Date.parse(iso ?? '');
+  assert.ok(Number.isFinite(parsed), `not a timestamp: ${iso}`);
+  return parsed;
+};
+
+export const inFuture = (ms: number) => new Date(Date.now() + ms).toISOString();
+
+export async function countRows(db: pg.Client): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks');
+  return rows[0]?.n ?? 0;
+}
