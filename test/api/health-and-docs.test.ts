@@ -64,9 +64,22 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
   assert.is(res.body.openapi, '3.1.0');
   const result = await new Validator().validate(res.body);
   assert.ok(result.valid, JSON.stringify(result.errors));
-  assert.equal(Object.keys(res.body.paths).sort(), ['/api/v1/tasks', '/api/v1/tasks/{id}', '/healthz', '/readyz']);
-  assert.equal(Object.keys(res.body.paths['/api/v1/tasks']).sort(), ['get', 'post']);
-  assert.equal(Object.keys(res.body.paths['/api/v1/tasks/{id}']).filter((k) => k !== 'parameters').sort(), ['delete', 'get']);
+  assert.equal(Object.keys(res.body.paths).sort(), [
+    '/api/v1/tasks',
+    '/api/v1/tasks/{id}',
+    '/api/v1/tasks/{id}/cancel',
+    '/api/v1/tasks/{id}/retry',
+    '/healthz',
+    '/readyz',
+  ]);
+  const operations = (path: string) => Object.keys(res.body.paths[path]).filter((k) => k !== 'parameters').sort();
+  assert.equal(operations('/api/v1/tasks'), ['get', 'post']);
+  assert.equal(operations('/api/v1/tasks/{id}'), ['delete', 'get']);
+  assert.equal(operations('/api/v1/tasks/{id}/cancel'), ['post']);
+  assert.equal(operations('/api/v1/tasks/{id}/retry'), ['post']);
+  // DELETE works in every status now; a documented 409 would send clients looking for a conflict that never comes.
+  assert.equal(Object.keys(res.body.paths['/api/v1/tasks/{id}'].delete.responses).sort(), ['204', '400', '404']);
+  assert.ok(res.body.paths['/api/v1/tasks'].post.responses['200'], 'a repeated idempotency key answers 200');
   for (const type of ['fail', 'sleep']) assert.ok(res.body.components.schemas[`${type}Payload`], `${type}Payload`);
   // Every reference points at a component that exists.
   const refs = JSON.stringify(res.body).match(/"\$ref":"[^"]+"/g) ?? [];
@@ -79,6 +92,8 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
 test('the OpenAPI SubmitTask schema accepts and rejects exactly what POST accepts and rejects', async ({ baseUrl }) => {
   const doc = (await request(baseUrl, 'GET', '/openapi.json')).body;
   const ajv = new Ajv2020({ strict: false });
+  // RFC 3339 date-time with a zone, as POST takes `runAt`; without it the schema would accept any string there.
+  ajv.addFormat('date-time', /^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/);
   // References inside the document are relative to its root, so the components are loaded as one schema.
   ajv.addSchema({ $id: 'openapi.json', components: doc.components });
   const validate = ajv.compile({ $ref: 'openapi.json#/components/schemas/SubmitTask' });
@@ -94,6 +109,21 @@ test('the OpenAPI SubmitTask schema accepts and rejects exactly what POST accept
     { type: 'echo', color: 'red' },
     { priority: 3 },
     { type: 7 },
+    { type: 'echo', backoff: { type: 'fixed', delayMs: 100, maxDelayMs: 100, jitter: false } },
+    { type: 'echo', backoff: {} },
+    { type: 'echo', backoff: { type: 'linear' } },
+    { type: 'echo', backoff: { delayMs: -1 } },
+    { type: 'echo', backoff: { factor: 2 } },
+    { type: 'echo', runAt: '2030-01-01T00:00:00Z' },
+    { type: 'echo', runAt: '2030-01-01T00:00:00.5+02:00' },
+    { type: 'echo', runAt: 'tomorrow' },
+    { type: 'echo', runAt: 1_900_000_000_000 },
+    { type: 'echo', timeoutMs: 1 },
+    { type: 'echo', timeoutMs: 0 },
+    { type: 'echo', retentionMs: 0 },
+    { type: 'echo', retentionMs: -5 },
+    { type: 'echo', idempotencyKey: `schema-${Date.now()}` },
+    { type: 'echo', idempotencyKey: '' },
   ];
   for (const body of bodies) {
     const res = await request(baseUrl, 'POST', '/api/v1/tasks', body);

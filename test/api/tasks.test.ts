@@ -1,7 +1,10 @@
+import amqplib from 'amqplib';
 import pg from 'pg';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { controlExchange } from '../../services/core/src/queue/control.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
+import { queueDepth } from '../support/isolation.ts';
 import { eventually, request, TestWorld } from '../support/system.ts';
 
 type Ctx = { world: TestWorld; baseUrl: string; repository: Awaited<ReturnType<TestWorld['startApi']>>['repository'] };
@@ -46,7 +49,7 @@ test('POST stores and publishes a task: 201, Location, every default', async ({ 
   assert.is(res.headers.get('location'), `/api/v1/tasks/${res.body.id}`);
   // UUIDv7: version nibble 7, RFC 4122 variant.
   assert.match(res.body.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-  const { id, createdAt, updatedAt, ...rest } = res.body;
+  const { id, createdAt, updatedAt, runAt, ...rest } = res.body;
   assert.equal(rest, {
     type: 'echo',
     payload: { hello: 'world' },
@@ -56,11 +59,20 @@ test('POST stores and publishes a task: 201, Location, every default', async ({ 
     maxAttempts: 1,
     result: null,
     error: null,
+    errors: [],
+    backoff: { type: 'exponential', delayMs: 1_000, maxDelayMs: 300_000, jitter: true },
+    timeoutMs: null,
+    idempotencyKey: null,
+    retentionMs: null,
+    cancelRequested: false,
+    workerId: null,
+    leaseExpiresAt: null,
     startedAt: null,
     finishedAt: null,
   });
   assert.match(createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
   assert.match(updatedAt, /Z$/);
+  assert.is(runAt, createdAt, 'due at once');
   const read = await request(baseUrl, 'GET', `/api/v1/tasks/${id}`);
   assert.is(read.status, 200);
   assert.equal(read.body, res.body);
@@ -81,6 +93,28 @@ test('POST takes payload, priority and maxAttempts; payload defaults to {}', asy
     assert.is(res.status, 201, `payload ${JSON.stringify(payload)}`);
     assert.equal(res.body.payload, payload);
   }
+});
+
+test('POST takes backoff, timeoutMs, retentionMs and runAt; a task due later waits, pending and unpublished', async ({ world, baseUrl }) => {
+  const queue = world.env['TASKS_QUEUE'] as string;
+  const depth = await queueDepth(queue);
+  const runAt = new Date(Date.now() + 3_600_000);
+  const res = await request(baseUrl, 'POST', '/api/v1/tasks', {
+    type: 'echo',
+    backoff: { type: 'fixed', delayMs: 500 },
+    timeoutMs: 2_000,
+    retentionMs: 0,
+    runAt: runAt.toISOString(),
+  });
+  assert.is(res.status, 201, res.text);
+  assert.equal(res.body.backoff, { type: 'fixed', delayMs: 500, maxDelayMs: 300_000, jitter: true });
+  assert.is(res.body.timeoutMs, 2_000);
+  assert.is(res.body.retentionMs, 0);
+  assert.is(res.body.runAt, runAt.toISOString());
+  assert.is(res.body.status, TaskStatus.pending);
+  assert.is(await queueDepth(queue), depth, 'a delayed task waits in PostgreSQL, not in RabbitMQ');
+  assert.equal((await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`)).body, res.body);
+  assert.is((await request(baseUrl, 'DELETE', `/api/v1/tasks/${res.body.id}`)).status, 204);
 });
 
 test('POST reads the body as JSON when curl -d labels it form-urlencoded or nothing labels it', async ({ baseUrl }) => {
@@ -114,7 +148,7 @@ test('POST rejects a payload that does not fit its type with 422 naming the fiel
   assert.is(await countRows(world), before);
 });
 
-test('POST rejects bad priority, maxAttempts and unknown fields with 422', async ({ baseUrl, world }) => {
+test('POST rejects bad priority, maxAttempts, reliability settings and unknown fields with 422', async ({ baseUrl, world }) => {
   const before = await countRows(world);
   const cases: [unknown, RegExp][] = [
     [{ type: 'echo', priority: 10 }, /priority/],
@@ -124,6 +158,11 @@ test('POST rejects bad priority, maxAttempts and unknown fields with 422', async
     [{ type: 'echo', maxAttempts: 0 }, /maxAttempts/],
     [{ type: 'echo', maxAttempts: 2.5 }, /maxAttempts/],
     [{ type: 'echo', prority: 3 }, /prority/],
+    [{ type: 'echo', backoff: { delayMs: 2_000, maxDelayMs: 1_000 } }, /backoff\.delayMs/],
+    [{ type: 'echo', runAt: 'tomorrow' }, /runAt/],
+    [{ type: 'echo', timeoutMs: 0 }, /timeoutMs/],
+    [{ type: 'echo', retentionMs: -1 }, /retentionMs/],
+    [{ type: 'echo', idempotencyKey: '' }, /idempotencyKey/],
     [[{ type: 'echo' }], /object/],
   ];
   for (const [body, detail] of cases) {
@@ -185,13 +224,22 @@ test('GET list answers 400 for a bad status, limit or cursor', async ({ baseUrl 
   }
 });
 
-test('DELETE of a running task is a 409 and leaves it; 400 for a malformed id', async ({ baseUrl, repository }) => {
+test('DELETE of a running task removes it: 204, its worker is told to stop, its writes are refused', async ({ world, baseUrl, repository }) => {
   const res = await request(baseUrl, 'POST', '/api/v1/tasks', { type: 'sleep', payload: { ms: 1 }, priority: 0 });
   // No worker runs yet in this file: claim the task as one would.
-  const claimed = await repository.claimTask(res.body.id);
+  const claimed = await repository.claimTask(res.body.id, 'test-worker', 30_000);
   assert.is(claimed?.status, 'in_progress');
-  assertProblem(await request(baseUrl, 'DELETE', `/api/v1/tasks/${res.body.id}`), 409, /in_progress/);
-  assert.is((await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`)).body.status, 'in_progress');
+  const cancels = await listenForControl(world);
+  try {
+    const del = await request(baseUrl, 'DELETE', `/api/v1/tasks/${res.body.id}`);
+    assert.is(del.status, 204, del.text);
+    assert.is(del.text, '');
+    assert.equal(await cancels.next(), { action: 'cancel', taskId: res.body.id });
+  } finally {
+    await cancels.close();
+  }
+  assertProblem(await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`), 404, /does not exist/);
+  assert.is(await repository.completeTask(res.body.id, claimed?.leaseToken as string, 'too late'), null, 'the worker cannot bring it back');
   assertProblem(await request(baseUrl, 'DELETE', '/api/v1/tasks/123'), 400, /not a task id/);
 });
 
@@ -208,6 +256,38 @@ test('DELETE removes a queued task: 204, then 404; its message is dropped by the
   await eventually(async () => (await request(baseUrl, 'GET', `/api/v1/tasks/${after.body.id}`)).body.status === 'completed', 10_000, 'the later task to complete');
   assert.is((await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`)).status, 404);
 });
+
+/** Listens on the control exchange as a worker does, and hands over each message as it arrives. */
+async function listenForControl(world: TestWorld) {
+  const connection = await amqplib.connect(world.env['AMQP_URL'] as string);
+  const channel = await connection.createChannel();
+  const exchange = controlExchange(world.env['TASKS_QUEUE'] as string);
+  await channel.assertExchange(exchange, 'fanout', { durable: true });
+  const { queue } = await channel.assertQueue('', { exclusive: true, autoDelete: true });
+  await channel.bindQueue(queue, exchange, '');
+  const arrived: unknown[] = [];
+  const waiting: ((message: unknown) => void)[] = [];
+  await channel.consume(queue, (raw) => {
+    if (!raw) return;
+    const message: unknown = JSON.parse(raw.content.toString());
+    const waiter = waiting.shift();
+    if (waiter) waiter(message);
+    else arrived.push(message);
+  }, { noAck: true });
+  return {
+    next: (timeoutMs = 5_000): Promise<unknown> => {
+      if (arrived.length > 0) return Promise.resolve(arrived.shift());
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no control message within ${timeoutMs} ms`)), timeoutMs);
+        waiting.push((message) => {
+          clearTimeout(timer);
+          resolve(message);
+        });
+      });
+    },
+    close: () => connection.close(),
+  };
+}
 
 test('unknown routes are 404 and wrong methods 405 with Allow, as problems', async ({ baseUrl }) => {
   assertProblem(await request(baseUrl, 'GET', '/api/v2/tasks'), 404, /no route/);

@@ -24,6 +24,7 @@ test('defaults: an empty environment gives the documented values', () => {
     amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
     host: '0.0.0.0',
     port: 8000,
+    metricsPort: 9091,
     tasksQueue: 'tasks',
     workerConcurrency: 8,
     workerId: `${hostname()}-${process.pid}`,
@@ -31,6 +32,13 @@ test('defaults: an empty environment gives the documented values', () => {
     shutdownTimeoutMs: 25_000,
     publishTimeoutMs: 5_000,
     databasePoolSize: 10,
+    taskLeaseMs: 30_000,
+    taskRetentionMs: 7 * 86_400_000,
+    retentionIntervalMs: 60_000,
+    relayIntervalMs: 1_000,
+    reaperIntervalMs: 5_000,
+    cancelGraceMs: 5_000,
+    queuedReconcileMs: 60_000,
   } satisfies Config);
 });
 
@@ -40,6 +48,7 @@ test('given values are parsed into their types', () => {
     AMQP_URL: 'amqp://user:pw@mq.internal:5673/vhost',
     HOST: '127.0.0.1',
     PORT: '9000',
+    METRICS_PORT: '9092',
     TASKS_QUEUE: 'conveyor.tasks-v2',
     WORKER_CONCURRENCY: '3',
     WORKER_ID: 'worker-a',
@@ -47,12 +56,20 @@ test('given values are parsed into their types', () => {
     SHUTDOWN_TIMEOUT_MS: '1000',
     PUBLISH_TIMEOUT_MS: '250',
     DATABASE_POOL_SIZE: '4',
+    TASK_LEASE_MS: '12000',
+    TASK_RETENTION: '36h',
+    RETENTION_INTERVAL_MS: '5000',
+    RELAY_INTERVAL_MS: '50',
+    REAPER_INTERVAL_MS: '700',
+    CANCEL_GRACE_MS: '0',
+    QUEUED_RECONCILE_MS: '2000',
   });
   assert.equal(config, {
     databaseUrl: 'postgres://app:secret@db.internal:6543/tasks_db',
     amqpUrl: 'amqp://user:pw@mq.internal:5673/vhost',
     host: '127.0.0.1',
     port: 9000,
+    metricsPort: 9092,
     tasksQueue: 'conveyor.tasks-v2',
     workerConcurrency: 3,
     workerId: 'worker-a',
@@ -60,6 +77,13 @@ test('given values are parsed into their types', () => {
     shutdownTimeoutMs: 1000,
     publishTimeoutMs: 250,
     databasePoolSize: 4,
+    taskLeaseMs: 12_000,
+    taskRetentionMs: 36 * 3_600_000,
+    retentionIntervalMs: 5_000,
+    relayIntervalMs: 50,
+    reaperIntervalMs: 700,
+    cancelGraceMs: 0,
+    queuedReconcileMs: 2_000,
   });
 });
 
@@ -75,8 +99,54 @@ test('bounds are inclusive: PORT 0 and 65535, WORKER_CONCURRENCY 1 and LIMITS.ma
   configError({ WORKER_CONCURRENCY: String(LIMITS.maxConcurrency + 1) });
 });
 
+test('TASK_RETENTION takes milliseconds or a number with a unit; 0 keeps tasks forever', () => {
+  const retention = (value: string) => loadConfig({ TASK_RETENTION: value }).taskRetentionMs;
+  assert.is(retention('0'), 0);
+  assert.is(retention('1500'), 1_500);
+  assert.is(retention('250ms'), 250);
+  assert.is(retention('30s'), 30_000);
+  assert.is(retention('15m'), 900_000);
+  assert.is(retention('2h'), 7_200_000);
+  assert.is(retention('7d'), 604_800_000);
+  for (const value of ['7 days', '1w', '1.5h', '-1', 'd', '7D', ' 7d', '7d ']) {
+    assert.match(configError({ TASK_RETENTION: value }).message, /TASK_RETENTION/, `TASK_RETENTION=${JSON.stringify(value)}`);
+  }
+});
+
+// A lease shorter than a heartbeat round trip would have every running task reaped from under its worker.
+test('TASK_LEASE_MS is bounded by LIMITS; the interval settings by their own ranges', () => {
+  assert.is(loadConfig({ TASK_LEASE_MS: String(LIMITS.minLeaseMs) }).taskLeaseMs, LIMITS.minLeaseMs);
+  assert.is(loadConfig({ TASK_LEASE_MS: String(LIMITS.maxLeaseMs) }).taskLeaseMs, LIMITS.maxLeaseMs);
+  configError({ TASK_LEASE_MS: String(LIMITS.minLeaseMs - 1) });
+  configError({ TASK_LEASE_MS: String(LIMITS.maxLeaseMs + 1) });
+  const bounds: [string, number, number][] = [
+    ['RETENTION_INTERVAL_MS', 1_000, 86_400_000],
+    ['RELAY_INTERVAL_MS', 10, 60_000],
+    ['REAPER_INTERVAL_MS', 100, 600_000],
+    ['CANCEL_GRACE_MS', 0, 600_000],
+    ['QUEUED_RECONCILE_MS', 1_000, 86_400_000],
+  ];
+  for (const [name, min, max] of bounds) {
+    loadConfig({ [name]: String(min) });
+    loadConfig({ [name]: String(max) });
+    if (min > 0) assert.match(configError({ [name]: String(min - 1) }).message, name);
+    assert.match(configError({ [name]: String(max + 1) }).message, name);
+    assert.match(configError({ [name]: '1s' }).message, name, `${name} takes plain milliseconds only`);
+  }
+});
+
 test('an empty string means unset: the default applies', () => {
-  const config = loadConfig({ DATABASE_URL: '', AMQP_URL: '', PORT: '', TASKS_QUEUE: '', WORKER_CONCURRENCY: '', LOG_LEVEL: '', WORKER_ID: '' });
+  const config = loadConfig({
+    DATABASE_URL: '',
+    AMQP_URL: '',
+    PORT: '',
+    TASKS_QUEUE: '',
+    WORKER_CONCURRENCY: '',
+    LOG_LEVEL: '',
+    WORKER_ID: '',
+    TASK_LEASE_MS: '',
+    TASK_RETENTION: '',
+  });
   const defaults = loadConfig({});
   assert.equal(config, defaults);
 });

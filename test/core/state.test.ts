@@ -2,11 +2,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
   canTransition,
-  DELETABLE_STATUSES,
+  FINISHED_STATUSES,
   sourcesOf,
   TASK_STATUSES,
   TaskStatus,
-  TERMINAL_STATUSES,
   Transition,
   TRANSITIONS,
 } from '../../services/core/src/tasks/state.ts';
@@ -20,11 +19,11 @@ const sorted = (list: readonly string[]) => [...list].sort();
 // deliberate change to this test too (the database enum, the worker and the API all depend on it).
 const EXPECTED: Record<TaskStatus, TaskStatus[]> = {
   pending: [queued, in_progress, cancelled],
-  queued: [in_progress, cancelled],
-  in_progress: [completed, failed, pending, queued],
+  queued: [in_progress, cancelled, pending],
+  in_progress: [completed, failed, cancelled, pending],
   completed: [],
-  failed: [],
-  cancelled: [],
+  failed: [pending],
+  cancelled: [pending],
 };
 
 test('TaskStatus lists the six statuses, each named by its own value', () => {
@@ -50,14 +49,16 @@ test('TRANSITIONS is the documented lifecycle', () => {
   for (const from of TASK_STATUSES) assert.equal(sorted(TRANSITIONS[from]), sorted(EXPECTED[from]), `edges from ${from}`);
 });
 
-test('terminal statuses are exactly completed, failed and cancelled', () => {
-  assert.equal(sorted(TERMINAL_STATUSES), sorted([completed, failed, cancelled]));
-  for (const status of TASK_STATUSES) {
-    assert.is(TRANSITIONS[status].length === 0, TERMINAL_STATUSES.includes(status), `${status} is terminal iff it has no way out`);
+test('finished statuses are exactly completed, failed and cancelled; only completed has no way out', () => {
+  assert.equal(sorted(FINISHED_STATUSES), sorted([completed, failed, cancelled]));
+  assert.equal(TASK_STATUSES.filter((s) => TRANSITIONS[s].length === 0), [completed]);
+  // A finished task may only start over (a client's retry), never jump back into a worker's hands.
+  for (const status of FINISHED_STATUSES) {
+    for (const to of TRANSITIONS[status]) assert.is(to, pending, `${status} → ${to}`);
   }
 });
 
-test('every non-terminal status can reach a terminal one', () => {
+test('every status can reach a finished one', () => {
   for (const start of TASK_STATUSES) {
     const seen = new Set<TaskStatus>([start]);
     const frontier = [start];
@@ -69,13 +70,13 @@ test('every non-terminal status can reach a terminal one', () => {
         }
       }
     }
-    assert.ok([...seen].some((s) => TERMINAL_STATUSES.includes(s)), `${start} can finish`);
+    assert.ok([...seen].some((s) => FINISHED_STATUSES.includes(s)), `${start} can finish`);
   }
 });
 
 test('every named Transition is an edge of TRANSITIONS', () => {
   const names = Object.keys(Transition);
-  assert.equal(sorted(names), sorted(['publish', 'claim', 'complete', 'fail', 'retry', 'handBack']));
+  assert.equal(sorted(names), sorted(['publish', 'claim', 'complete', 'fail', 'retry', 'cancel', 'cancelRunning', 'republish', 'rerun']));
   for (const [name, edge] of Object.entries(Transition)) {
     assert.ok(edge.from.length > 0, `${name} starts somewhere`);
     for (const from of edge.from) assert.ok(TRANSITIONS[from].includes(edge.to), `${name}: ${from} → ${edge.to}`);
@@ -86,7 +87,24 @@ test('every named Transition is an edge of TRANSITIONS', () => {
   assert.equal(Transition.complete, { from: [in_progress], to: completed });
   assert.equal(Transition.fail, { from: [in_progress], to: failed });
   assert.equal(Transition.retry, { from: [in_progress], to: pending });
-  assert.equal(Transition.handBack, { from: [in_progress], to: queued });
+  assert.equal(Transition.cancel, { from: [pending, queued], to: cancelled });
+  assert.equal(Transition.cancelRunning, { from: [in_progress], to: cancelled });
+  assert.equal(Transition.republish, { from: [queued], to: pending });
+  assert.equal(Transition.rerun, { from: [failed, cancelled], to: pending });
+});
+
+// An edge no named Transition performs is either dead weight in the table or a status change made
+// somewhere with a literal, which the repository's design rules out.
+test('every edge of TRANSITIONS is performed by some named Transition', () => {
+  const performed = new Set(Object.values(Transition).flatMap((edge) => edge.from.map((from) => `${from} → ${edge.to}`)));
+  for (const from of TASK_STATUSES) {
+    for (const to of TRANSITIONS[from]) assert.ok(performed.has(`${from} → ${to}`), `${from} → ${to} has a Transition`);
+  }
+});
+
+test('no cancel path starts from a running task: a worker must stop it first (cancelRunning)', () => {
+  assert.not.ok(Transition.cancel.from.includes(in_progress));
+  assert.equal(sorted(sourcesOf(cancelled)), sorted([...Transition.cancel.from, ...Transition.cancelRunning.from]));
 });
 
 test('canTransition agrees with TRANSITIONS for every pair of statuses', () => {
@@ -99,12 +117,12 @@ test('canTransition agrees with TRANSITIONS for every pair of statuses', () => {
 
 test('sourcesOf is TRANSITIONS read backwards', () => {
   const expectedSources: Record<TaskStatus, TaskStatus[]> = {
-    pending: [in_progress],
-    queued: [pending, in_progress],
+    pending: [queued, in_progress, failed, cancelled],
+    queued: [pending],
     in_progress: [pending, queued],
     completed: [in_progress],
     failed: [in_progress],
-    cancelled: [pending, queued],
+    cancelled: [pending, queued, in_progress],
   };
   for (const to of TASK_STATUSES) {
     assert.equal(sorted(sourcesOf(to)), sorted(expectedSources[to]), `sources of ${to}`);
@@ -112,17 +130,13 @@ test('sourcesOf is TRANSITIONS read backwards', () => {
   }
 });
 
-test('DELETABLE_STATUSES is every status except in_progress', () => {
-  assert.equal(sorted(DELETABLE_STATUSES), sorted(TASK_STATUSES.filter((s) => s !== in_progress)));
-  assert.not.ok(DELETABLE_STATUSES.includes(in_progress));
-});
-
 // The repository builds its SQL from these lists; a stray push (TypeScript's readonly is gone at run time, in a
-// cast or in JavaScript) would silently change which rows a status change or a delete may touch.
+// cast or in JavaScript) would silently change which rows a status change or the retention sweep may touch.
 test('TRANSITIONS and the lists derived from it cannot be changed at run time', () => {
   for (const status of TASK_STATUSES) assert.ok(Object.isFrozen(TRANSITIONS[status]), `TRANSITIONS.${status} is frozen`);
-  assert.ok(Object.isFrozen(TERMINAL_STATUSES), 'TERMINAL_STATUSES is frozen');
-  assert.ok(Object.isFrozen(DELETABLE_STATUSES), 'DELETABLE_STATUSES is frozen');
+  assert.ok(Object.isFrozen(FINISHED_STATUSES), 'FINISHED_STATUSES is frozen');
+  assert.throws(() => (FINISHED_STATUSES as TaskStatus[]).push(pending), TypeError);
+  assert.is(FINISHED_STATUSES.length, 3);
 });
 
 test.run();

@@ -59,6 +59,53 @@ test('maxAttempts is an integer of at least 1, up to the policy limit', () => {
   }
 });
 
+test('backoff, runAt, timeoutMs, idempotencyKey and retentionMs are optional and kept as given', () => {
+  assert.equal(
+    parseSubmission({
+      type: 'echo',
+      backoff: { type: 'fixed', delayMs: 250 },
+      runAt: '2031-01-02T03:04:05+01:00',
+      timeoutMs: 1_000,
+      idempotencyKey: 'order-42',
+      retentionMs: 0,
+    }),
+    {
+      type: 'echo',
+      payload: {},
+      priority: 5,
+      maxAttempts: 1,
+      // A partial backoff is completed from the defaults, so that the stored task says exactly what it will do.
+      backoff: { type: 'fixed', delayMs: 250, maxDelayMs: 300_000, jitter: true },
+      runAt: '2031-01-02T03:04:05+01:00',
+      timeoutMs: 1_000,
+      idempotencyKey: 'order-42',
+      retentionMs: 0,
+    },
+  );
+  assert.is(parseSubmission({ type: 'echo', timeoutMs: TASK_LIMITS.maxTimeoutMs }).timeoutMs, TASK_LIMITS.maxTimeoutMs);
+  assert.is(parseSubmission({ type: 'echo', idempotencyKey: 'k'.repeat(TASK_LIMITS.maxIdempotencyKeyLength) }).idempotencyKey?.length, TASK_LIMITS.maxIdempotencyKeyLength);
+});
+
+test('bad backoff, runAt, timeoutMs, idempotencyKey and retentionMs are rejected at their paths', () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ backoff: { delayMs: 5_000, maxDelayMs: 1_000 } }, 'backoff.delayMs'],
+    [{ backoff: { type: 'linear' } }, 'backoff.type'],
+    [{ backoff: { factor: 2 } }, 'backoff'],
+    [{ runAt: 'tomorrow' }, 'runAt'],
+    [{ runAt: '2031-01-02' }, 'runAt'],
+    [{ runAt: 1_900_000_000_000 }, 'runAt'],
+    [{ timeoutMs: 0 }, 'timeoutMs'],
+    [{ timeoutMs: 1.5 }, 'timeoutMs'],
+    [{ timeoutMs: TASK_LIMITS.maxTimeoutMs + 1 }, 'timeoutMs'],
+    [{ idempotencyKey: '' }, 'idempotencyKey'],
+    [{ idempotencyKey: 'k'.repeat(TASK_LIMITS.maxIdempotencyKeyLength + 1) }, 'idempotencyKey'],
+    [{ retentionMs: -1 }, 'retentionMs'],
+  ];
+  for (const [fields, path] of cases) {
+    assert.equal(paths(rejected({ type: 'echo', ...fields })), [path], JSON.stringify(fields));
+  }
+});
+
 test('unknown keys are rejected and named', () => {
   const error = rejected({ type: 'echo', priorty: 3 });
   assert.is(error.errors.length, 1);

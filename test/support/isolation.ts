@@ -40,6 +40,17 @@ export async function deleteQueues(names: readonly string[]): Promise<void> {
   }
 }
 
+/** Deletes exchanges a test's services declared (the control exchange of each tasks queue). */
+export async function deleteExchanges(names: readonly string[]): Promise<void> {
+  const connection = await amqplib.connect((await services()).amqpUrl);
+  try {
+    const channel = await connection.createChannel();
+    for (const name of names) await channel.deleteExchange(name);
+  } finally {
+    await connection.close();
+  }
+}
+
 /** Messages ready for delivery in a queue (not counting those delivered and not yet acked). */
 export async function queueDepth(name: string): Promise<number> {
   const connection = await amqplib.connect((await services()).amqpUrl);

@@ -5,7 +5,8 @@ import { type Config, loadConfig } from '../../services/core/src/config.ts';
 import { createLogger, type Logger } from '../../services/core/src/log.ts';
 import { createApiService } from '../../services/api/src/service.ts';
 import { createWorkerService, type WorkerService } from '../../services/worker/src/service.ts';
-import { dropDatabase, deleteQueues, freshDatabaseUrl, freshQueueName } from './isolation.ts';
+import { controlExchange } from '../../services/core/src/queue/control.ts';
+import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from './isolation.ts';
 import { services } from './services.ts';
 
 export const testLog: Logger = createLogger({ service: 'test', level: process.env['TEST_LOG_LEVEL'] ?? 'silent' });
@@ -59,6 +60,7 @@ export class TestWorld {
     for (const stop of this.#stops.reverse()) await stop().catch(() => undefined);
     await dropDatabase(this.env['DATABASE_URL'] as string);
     await deleteQueues(this.#queues);
+    await deleteExchanges(this.#queues.map(controlExchange));
   }
 }
 

@@ -5,7 +5,7 @@ import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeTaskMessage, type TaskMessage } from '../../services/core/src/queue/topology.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
-import { TaskStatus, TERMINAL_STATUSES } from '../../services/core/src/tasks/state.ts';
+import { FINISHED_STATUSES, TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { eventually, request, TestWorld } from '../support/system.ts';
 
 export type WorkerCtx = {
@@ -64,12 +64,15 @@ export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutM
   );
 }
 
-/** Waits for the task to end, whichever way, so that a wrong outcome fails on its status rather than on a timeout. */
+/**
+ * Waits for the task to finish, whichever way, so that a wrong outcome fails on its status rather than on a
+ * timeout. A failed attempt with attempts left is `pending`, not finished: this waits through retries.
+ */
 export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
   return eventually(
     async () => {
       const task = await getTask(baseUrl, id);
-      return TERMINAL_STATUSES.includes(task.status) && task;
+      return FINISHED_STATUSES.includes(task.status) && task;
     },
     timeoutMs,
     `task ${id} to finish`,

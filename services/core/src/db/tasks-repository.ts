@@ -55,6 +55,9 @@ const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000}
 
 type Fragment = ReturnType<typeof sql.fragment>;
 
+/** How long the relay leaves a just-stored task to the submit that is publishing it. */
+const RELAY_SETTLE_MS = 2_000;
+
 /** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
 function transition(edge: Edge, id: string, set: Fragment, guard: Fragment = sql.fragment`TRUE`) {
   return task`
@@ -139,7 +142,9 @@ export class TasksRepository {
   /**
    * The outbox relay's step: locks up to `limit` due `pending` tasks (highest priority, then oldest, first;
    * rows another relay holds are skipped), hands them to `publish`, and marks queued those it confirms.
-   * A task a submit is publishing at this moment may be published twice; the worker's claim makes that harmless.
+   * A task made pending for immediate publishing (a fresh submit, a hand-back) is left alone for a moment, while
+   * its publisher is at it; one due later (a retry, a delayed task) is taken as soon as it is due. A rare
+   * duplicate publish is harmless: the worker's claim drops it.
    * @returns how many tasks were locked (a full batch means more may be due).
    */
   async relayDuePending(limit: number, publish: (tasks: readonly Task[]) => Promise<readonly string[]>): Promise<number> {
@@ -148,6 +153,7 @@ export class TasksRepository {
         const due = await tx.any(task`
           SELECT ${TASK_COLUMNS} FROM tasks
           WHERE status = ${Status.pending} AND run_at <= now()
+            AND (run_at > updated_at OR updated_at <= now() - ${ms(RELAY_SETTLE_MS)})
           ORDER BY priority DESC, run_at, id
           LIMIT ${limit}
           FOR UPDATE SKIP LOCKED`);
