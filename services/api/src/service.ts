@@ -42,7 +42,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
         {
           repository: database.tasks(),
           readyMessages: () => publisher.depth(),
-          reaperIntervalMs: config.reaperIntervalMs,
+          intervalMs: config.reaperIntervalMs,
           queuedReconcileMs: config.queuedReconcileMs,
           retentionMs: config.taskRetentionMs,
           retentionIntervalMs: config.retentionIntervalMs,

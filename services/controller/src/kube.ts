@@ -4,6 +4,7 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   type KubeConfig,
+  type KubernetesObject,
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
@@ -51,4 +52,20 @@ export function setCondition(existing: readonly Condition[] | undefined, next: C
   const previous = (existing ?? []).find((c) => c.type === next.type);
   const lastTransitionTime = previous && previous.status === next.status ? previous.lastTransitionTime : new Date().toISOString();
   return [...others, { ...next, lastTransitionTime: lastTransitionTime ?? new Date().toISOString() }];
+}
+
+/** Merge-patches the `status` subresource of one of our custom resources, stamping the generation it reflects. */
+export async function patchStatus(kube: Kube, plural: string, object: KubernetesObject, status: Record<string, unknown>): Promise<void> {
+  const generation = object.metadata?.generation;
+  await kube.custom.patchNamespacedCustomObjectStatus(
+    {
+      group: GROUP,
+      version: VERSION,
+      namespace: object.metadata?.namespace ?? 'default',
+      plural,
+      name: object.metadata?.name ?? '',
+      body: { status: { ...status, ...(generation ? { observedGeneration: generation } : {}) } },
+    },
+    mergePatch,
+  );
 }

@@ -1,6 +1,5 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../../core/src/config.ts';
-import { pingDatabase } from '../../core/src/db/pool.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Periodic } from '../../core/src/periodic.ts';
 import type { Logger } from '../../core/src/log.ts';
@@ -9,11 +8,11 @@ import { ProbeServer } from '../../core/src/probes.ts';
 import { ControlChannel } from '../../core/src/queue/control.ts';
 import { QueueInspector } from '../../core/src/queue/inspector.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
+import { createReaper } from '../../core/src/tasks/maintenance.ts';
 import { ResourceInformer } from './informers.ts';
 import { createKube } from './kube.ts';
 import { LeaderElector } from './leader.ts';
 import { ReconcileQueue } from './reconcile-queue.ts';
-import { createReaperLoop } from './reconcilers/reaper.ts';
 import { type TaskResource, TaskReconciler } from './reconcilers/task.ts';
 import { type WorkerPool, WorkerPoolReconciler } from './reconcilers/worker-pool.ts';
 
@@ -27,7 +26,8 @@ export type ControllerService = { lifecycle: Lifecycle; leader: LeaderElector; p
 export function createControllerService(config: Config, kubeConfig: KubeConfig, log: Logger): ControllerService {
   const lifecycle = new Lifecycle(log);
   const kube = createKube(kubeConfig);
-  const { database, broker, publisher, components } = createRuntime(config, log, `conveyor-controller-${config.podName}`);
+  const runtime = createRuntime(config, log, `conveyor-controller-${config.podName}`);
+  const { database, broker, publisher, components } = runtime;
   const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
   const inspector = new QueueInspector(broker);
   const metrics = createControllerMetrics(createMetrics('controller'));
@@ -75,10 +75,7 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
       registry: metrics.registry,
       host: config.host,
       port: config.metricsPort,
-      unavailable: async () => [
-        ...(await pingDatabase(database.pool).then(() => [], () => ['database'])),
-        ...(broker.connected ? [] : ['broker']),
-      ],
+      unavailable: runtime.unavailable,
     },
     log,
   );
@@ -93,7 +90,8 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
       name: 'informers',
       start: async () => {
         const repository = database.tasks();
-        reaper = createReaperLoop(
+        // The cluster's stale requeue: the shared core's reaper, run while this replica leads.
+        reaper = createReaper(
           {
             repository,
             readyMessages: () => inspector.readyMessages(config.tasksQueue),

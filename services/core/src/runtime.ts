@@ -1,5 +1,6 @@
 import type { Config } from './config.ts';
 import { Database } from './db/database.ts';
+import { pingDatabase } from './db/pool.ts';
 import type { Component } from './lifecycle.ts';
 import type { Logger } from './log.ts';
 import { Broker } from './queue/broker.ts';
@@ -11,6 +12,8 @@ export type Runtime = Readonly<{
   publisher: Publisher;
   /** In start order: database (schema migrated) → RabbitMQ connection → publisher. */
   components: readonly Component[];
+  /** The dependencies that are unreachable right now (for readiness); empty when all answer. */
+  unavailable: () => Promise<string[]>;
 }>;
 
 /** What every Conveyor process holds: PostgreSQL, a RabbitMQ connection, and a publisher on it. */
@@ -22,6 +25,10 @@ export function createRuntime(config: Config, log: Logger, connectionName: strin
     database,
     broker,
     publisher,
+    unavailable: async () => [
+      ...(await pingDatabase(database.pool).then(() => [], () => ['database'])),
+      ...(broker.connected ? [] : ['broker']),
+    ],
     components: [
       { name: 'database', start: () => database.start(), stop: () => database.stop() },
       { name: 'broker', start: () => broker.start(), stop: () => broker.close() },

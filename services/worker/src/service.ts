@@ -2,7 +2,6 @@ import type { Config } from '../../core/src/config.ts';
 import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
-import { pingDatabase } from '../../core/src/db/pool.ts';
 import { createMetrics } from '../../core/src/metrics.ts';
 import { ProbeServer } from '../../core/src/probes.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
@@ -16,17 +15,15 @@ export type WorkerService = { lifecycle: Lifecycle; database: Database; probes: 
  */
 export function createWorkerService(config: Config, log: Logger): WorkerService {
   const lifecycle = new Lifecycle(log);
-  const { database, broker, publisher, components } = createRuntime(config, log, `conveyor-worker-${config.workerId}`);
+  const runtime = createRuntime(config, log, `conveyor-worker-${config.workerId}`);
+  const { database, broker, publisher, components } = runtime;
   const metrics = createMetrics('worker');
   const probes = new ProbeServer(
     {
       registry: metrics.registry,
       host: config.host,
       port: config.metricsPort,
-      unavailable: async () => [
-        ...(await pingDatabase(database.pool).then(() => [], () => ['database'])),
-        ...(broker.connected ? [] : ['broker']),
-      ],
+      unavailable: runtime.unavailable,
     },
     log,
   );

@@ -9,7 +9,7 @@ import { FINISHED_STATUSES, TaskStatus } from '../../../core/src/tasks/state.ts'
 import { parseSubmission } from '../../../core/src/tasks/submission.ts';
 import { submitTask } from '../../../core/src/tasks/submit.ts';
 import { recordEvent } from '../events.ts';
-import { type Condition, GROUP, type Kube, mergePatch, setCondition, splitKey, statusCode, TASK_FINALIZER, VERSION } from '../kube.ts';
+import { type Condition, GROUP, type Kube, mergePatch, patchStatus, setCondition, splitKey, statusCode, TASK_FINALIZER, VERSION } from '../kube.ts';
 import type { ReconcileResult } from '../reconcile-queue.ts';
 
 export type TaskPhase = 'Pending' | 'Queued' | 'Running' | 'Succeeded' | 'Failed' | 'Cancelled';
@@ -163,19 +163,8 @@ export class TaskReconciler {
     );
   }
 
-  async #patchStatus(resource: TaskResource, status: TaskResourceStatus): Promise<void> {
-    const generation = resource.metadata?.generation;
-    await this.#deps.kube.custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: resource.metadata?.namespace ?? 'default',
-        plural: 'tasks',
-        name: resource.metadata?.name ?? '',
-        body: { status: { ...status, ...(generation ? { observedGeneration: generation } : {}) } },
-      },
-      mergePatch,
-    );
+  #patchStatus(resource: TaskResource, status: TaskResourceStatus): Promise<void> {
+    return patchStatus(this.#deps.kube, 'tasks', resource, status);
   }
 }
 

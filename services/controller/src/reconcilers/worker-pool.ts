@@ -4,7 +4,7 @@ import type { Logger } from '../../../core/src/log.ts';
 import type { ControllerMetrics } from '../../../core/src/metrics.ts';
 import type { QueueInspector } from '../../../core/src/queue/inspector.ts';
 import { recordEvent } from '../events.ts';
-import { type Condition, GROUP, type Kube, mergePatch, setCondition, splitKey, statusCode, VERSION } from '../kube.ts';
+import { type Condition, type Kube, mergePatch, patchStatus, setCondition, splitKey, statusCode } from '../kube.ts';
 import type { ReconcileResult } from '../reconcile-queue.ts';
 
 export type WorkerPoolSpec = {
@@ -170,16 +170,6 @@ export class WorkerPoolReconciler {
     const generation = pool.metadata?.generation;
     let merged = pool.status?.conditions;
     for (const condition of conditions) merged = setCondition(merged, { ...condition, ...(generation ? { observedGeneration: generation } : {}) });
-    await this.#deps.kube.custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: pool.metadata?.namespace ?? 'default',
-        plural: 'workerpools',
-        name: pool.metadata?.name ?? '',
-        body: { status: { ...fields, ...(generation ? { observedGeneration: generation } : {}), conditions: merged } },
-      },
-      mergePatch,
-    );
+    await patchStatus(this.#deps.kube, 'workerpools', pool, { ...fields, conditions: merged });
   }
 }

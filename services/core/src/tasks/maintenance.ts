@@ -63,32 +63,38 @@ export async function sweepRetention(repository: TasksRepository, retentionMs: n
   return total;
 }
 
-export type MaintenanceOptions = {
+export type ReaperOptions = {
   repository: TasksRepository;
   readyMessages: () => Promise<number>;
-  reaperIntervalMs: number;
+  intervalMs: number;
   queuedReconcileMs: number;
-  retentionMs: number;
-  retentionIntervalMs: number;
-  metrics?: Metrics;
+  metrics?: Metrics | undefined;
 };
 
-/** Runs the reaper and the reconciliation pass on one timer, and the retention sweep (unless off) on another. */
+/** The stale requeue on a timer: expired leases reaped, then lost messages looked for. */
+export function createReaper(options: ReaperOptions, log: Logger): Periodic {
+  const scoped = log.child({ component: 'reaper' });
+  return new Periodic(
+    'reaper',
+    options.intervalMs,
+    async () => {
+      await reapExpiredLeases(options.repository, scoped, options.metrics);
+      await reconcileQueued(options.repository, options.readyMessages, options.queuedReconcileMs, scoped);
+    },
+    log,
+  );
+}
+
+export type MaintenanceOptions = ReaperOptions & { retentionMs: number; retentionIntervalMs: number };
+
+/** The API process's upkeep: the reaper, and the retention sweep (unless retention is off). */
 export class Maintenance {
   readonly #reaper: Periodic;
   readonly #retention: Periodic | null;
 
   constructor(options: MaintenanceOptions, log: Logger) {
-    const scoped = log.child({ component: 'maintenance' });
-    this.#reaper = new Periodic(
-      'reaper',
-      options.reaperIntervalMs,
-      async () => {
-        await reapExpiredLeases(options.repository, scoped, options.metrics);
-        await reconcileQueued(options.repository, options.readyMessages, options.queuedReconcileMs, scoped);
-      },
-      log,
-    );
+    const scoped = log.child({ component: 'retention' });
+    this.#reaper = createReaper(options, log);
     this.#retention =
       options.retentionMs > 0
         ? new Periodic('retention', options.retentionIntervalMs, async () => void (await sweepRetention(options.repository, options.retentionMs, scoped)), log)
