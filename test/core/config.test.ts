@@ -39,6 +39,11 @@ test('defaults: an empty environment gives the documented values', () => {
     reaperIntervalMs: 5_000,
     cancelGraceMs: 5_000,
     queuedReconcileMs: 60_000,
+    podName: `${hostname()}-${process.pid}`,
+    podNamespace: 'default',
+    controllerLeaseName: 'conveyor-controller',
+    controllerLeaseMs: 15_000,
+    taskSyncIntervalMs: 2_000,
   } satisfies Config);
 });
 
@@ -63,6 +68,11 @@ test('given values are parsed into their types', () => {
     REAPER_INTERVAL_MS: '700',
     CANCEL_GRACE_MS: '0',
     QUEUED_RECONCILE_MS: '2000',
+    POD_NAME: 'conveyor-controller-7d9f-abcde',
+    POD_NAMESPACE: 'conveyor',
+    CONTROLLER_LEASE_NAME: 'leader',
+    CONTROLLER_LEASE_MS: '9000',
+    TASK_SYNC_INTERVAL_MS: '500',
   });
   assert.equal(config, {
     databaseUrl: 'postgres://app:secret@db.internal:6543/tasks_db',
@@ -84,6 +94,11 @@ test('given values are parsed into their types', () => {
     reaperIntervalMs: 700,
     cancelGraceMs: 0,
     queuedReconcileMs: 2_000,
+    podName: 'conveyor-controller-7d9f-abcde',
+    podNamespace: 'conveyor',
+    controllerLeaseName: 'leader',
+    controllerLeaseMs: 9_000,
+    taskSyncIntervalMs: 500,
   });
 });
 
@@ -108,6 +123,8 @@ test('TASK_RETENTION takes milliseconds or a number with a unit; 0 keeps tasks f
   assert.is(retention('15m'), 900_000);
   assert.is(retention('2h'), 7_200_000);
   assert.is(retention('7d'), 604_800_000);
+  assert.is(retention(`${100 * 365}d`), LIMITS.maxRetentionMs, 'up to 100 years');
+  assert.match(configError({ TASK_RETENTION: `${100 * 365 + 1}d` }).message, /TASK_RETENTION/);
   for (const value of ['7 days', '1w', '1.5h', '-1', 'd', '7D', ' 7d', '7d ']) {
     assert.match(configError({ TASK_RETENTION: value }).message, /TASK_RETENTION/, `TASK_RETENTION=${JSON.stringify(value)}`);
   }

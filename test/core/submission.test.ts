@@ -99,11 +99,21 @@ test('bad backoff, runAt, timeoutMs, idempotencyKey and retentionMs are rejected
     [{ timeoutMs: TASK_LIMITS.maxTimeoutMs + 1 }, 'timeoutMs'],
     [{ idempotencyKey: '' }, 'idempotencyKey'],
     [{ idempotencyKey: 'k'.repeat(TASK_LIMITS.maxIdempotencyKeyLength + 1) }, 'idempotencyKey'],
+    [{ runAt: '0000-06-01T00:00:00Z' }, 'runAt'],
     [{ retentionMs: -1 }, 'retentionMs'],
+    [{ retentionMs: TASK_LIMITS.maxRetentionMs + 1 }, 'retentionMs'],
   ];
   for (const [fields, path] of cases) {
-    assert.equal(paths(rejected({ type: 'echo', ...fields })), [path], JSON.stringify(fields));
+    assert.equal([...new Set(paths(rejected({ type: 'echo', ...fields })))], [path], JSON.stringify(fields));
   }
+  assert.is(parseSubmission({ type: 'echo', retentionMs: TASK_LIMITS.maxRetentionMs }).retentionMs, TASK_LIMITS.maxRetentionMs);
+});
+
+// A client reads `errors` to fix its request: a second message claiming the year is out of range sends it the wrong way.
+test('a runAt that is not a date is reported once, as not a date', () => {
+  const error = rejected({ type: 'echo', runAt: 'tomorrow' });
+  assert.equal(error.errors.map((e) => e.path), ['runAt'], JSON.stringify(error.errors));
+  assert.not.match(error.errors[0]?.message ?? '', /year/);
 });
 
 test('unknown keys are rejected and named', () => {

@@ -3,7 +3,8 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from '../support/isolation.ts';
+import { controlExchange } from '../../services/core/src/queue/control.ts';
+import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from '../support/isolation.ts';
 import { ENTRY_POINTS, isRunning, killAll, type LogLine, matches, type ServiceProcess, spawnService } from '../support/processes.ts';
 import { services } from '../support/services.ts';
 import { eventually, request } from '../support/system.ts';
@@ -26,6 +27,7 @@ test.after(async (ctx) => {
   await killAll();
   await dropDatabase(ctx.databaseUrl);
   await deleteQueues(ctx.queues);
+  await deleteExchanges(ctx.queues.map(controlExchange));
 });
 
 /**
@@ -41,6 +43,8 @@ function testEnv(ctx: Ctx): Record<string, string> {
     TASKS_QUEUE: queue,
     HOST: '127.0.0.1',
     PORT: '0',
+    // Workers serve probes; a fixed port would be taken by whichever process of any test run got there first.
+    METRICS_PORT: '0',
     LOG_LEVEL: 'info',
   };
 }
@@ -197,7 +201,7 @@ test('npm run api with two npm run worker processes: 20 tasks all complete, spre
   await Promise.all([...workers, api].map((p) => stopCleanly(p)));
 });
 
-test('worker SIGTERM past the shutdown timeout hands running tasks back; the next worker claims them', async (ctx) => {
+test('worker SIGTERM past the shutdown timeout hands running tasks back and publishes them; the next worker claims them', async (ctx) => {
   const env = testEnv(ctx);
   const { api, baseUrl } = await startApi(env);
   const settings = { WORKER_CONCURRENCY: '2', SHUTDOWN_TIMEOUT_MS: '300' };
@@ -210,9 +214,13 @@ test('worker SIGTERM past the shutdown timeout hands running tasks back; the nex
   assert.equal(await first.stop('SIGTERM', 5_000), { code: 0, signal: null }, first.tail());
   for (const taskId of ids) {
     assert.is(first.find(matches('task handed back', { taskId })).length, 1, `task ${taskId} handed back once`);
+    assert.is(first.find(matches('task stored but not published; the relay will publish it', { taskId })).length, 0, 'published before the worker exited');
+    // Back to pending without counting the attempt, then published again by the worker itself: queued.
     const task = await getTask(baseUrl, taskId);
     assert.is(task.status, TaskStatus.queued);
     assert.is(task.attempts, 0, 'a handed-back attempt does not count');
+    assert.is(task.leaseExpiresAt, null);
+    assert.equal(task.errors, []);
   }
 
   const second = await startWorker(env, { ...settings, WORKER_ID: 'second' });
@@ -263,7 +271,7 @@ test('invalid configuration: every entry point exits non-zero and names all bad 
   }
 });
 
-test('API without RabbitMQ: accepts tasks as pending, is not ready, logs the outage once while it retries', async (ctx) => {
+test('API without RabbitMQ: accepts tasks as pending, is not ready, logs the outage once while it retries, then relays them', async (ctx) => {
   const port = await unusedPort();
   const env = { ...testEnv(ctx), AMQP_URL: `amqp://guest:guest@127.0.0.1:${port}` };
   const api = spawnService('api without RabbitMQ', ENTRY_POINTS.api, env);
@@ -296,6 +304,9 @@ test('API without RabbitMQ: accepts tasks as pending, is not ready, logs the out
   try {
     await api.waitForMessage('RabbitMQ connection restored', {}, 15_000);
     assert.is(outageLines(), 1);
+    // The outbox relay runs at once on every reconnect: the task accepted during the outage is published.
+    await eventually(async () => (await getTask(baseUrl, created.body.id)).status === TaskStatus.queued, 5_000, 'the relay to publish the stored task');
+    assert.ok(api.find(matches('relayed pending tasks')).length > 0);
     assert.not.ok(api.output.some((line) => line.includes(':guest@')), 'the AMQP password reached the log');
     const ready = await request(baseUrl, 'GET', '/readyz');
     assert.is(ready.status, 200, ready.text);

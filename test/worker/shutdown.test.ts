@@ -33,10 +33,12 @@ finish.run();
 
 const handBack = worldSuite('worker: graceful stop past the timeout');
 
-handBack('stop hands a task that outlives the timeout back to the queue, for the next worker', async ({ world, baseUrl, queue }) => {
+handBack('stop hands a task that outlives the timeout back: pending without the attempt, then published again at once', async ({ world, baseUrl, queue }) => {
   const first = await world.startWorker({ WORKER_CONCURRENCY: '1', SHUTDOWN_TIMEOUT_MS: '200' });
   const { id } = await submit(baseUrl, { type: 'sleep', payload: { ms: 60_000 } });
   await taskIn(baseUrl, id, TaskStatus.in_progress);
+  // The message was acked when the claim committed: while the task runs, the queue holds nothing for it.
+  assert.is(await queueDepth(queue), 0);
 
   const started = performance.now();
   await first.lifecycle.stop();
@@ -44,18 +46,23 @@ handBack('stop hands a task that outlives the timeout back to the queue, for the
   assert.ok(took >= 190, `stop gave the task only ${Math.round(took)} ms of the 200 ms timeout`);
   assert.ok(took < 5_000, `stop took ${Math.round(took)} ms: it waited for the task instead of handing it back`);
 
+  // No `eventually`: the stop itself hands back and publishes before it returns.
   const back = await getTask(baseUrl, id);
-  assert.is(back.status, TaskStatus.queued);
-  assert.is(back.attempts, 0);
+  assert.is(back.status, TaskStatus.queued, 'handed back to pending, then published by the stopping worker');
+  assert.is(back.attempts, 0, 'a handed-back attempt does not count');
   assert.is(back.startedAt, null);
-  await eventually(async () => (await queueDepth(queue)) === 1, 5_000, 'the message to be back in the queue');
+  assert.is(back.leaseExpiresAt, null, 'the lease is released, so the reaper has nothing to do');
+  assert.equal(back.errors, [], 'a hand-back is not a failure');
+  assert.is(await queueDepth(queue), 1, 'a new message for the next worker');
 
   const second = await world.startWorker({ WORKER_CONCURRENCY: '1', SHUTDOWN_TIMEOUT_MS: '200' });
   const again = await taskIn(baseUrl, id, TaskStatus.in_progress);
   assert.is(again.attempts, 1);
   assert.ok(again.startedAt, 'startedAt is set again');
   await second.lifecycle.stop();
-  assert.is((await getTask(baseUrl, id)).status, TaskStatus.queued);
+  const twice = await getTask(baseUrl, id);
+  assert.is(twice.status, TaskStatus.queued);
+  assert.is(twice.attempts, 0);
 });
 
 handBack.run();
@@ -83,9 +90,12 @@ claimRace('a task whose claim was still running when the worker stopped is not s
     await locker.end();
   }
 
-  // No worker runs now, so nothing may be in progress: the task must be back in the queue (or done).
+  // The claim committed after the stop began: the worker gave the task straight back instead of running it.
   const after = await getTask(baseUrl, id);
   assert.ok(after.status !== TaskStatus.in_progress, `the stopped worker left the task in_progress with attempts ${after.attempts}`);
+  assert.is(after.attempts, 0, 'the attempt that never started does not count');
+  // As for any hand-back, the stopping worker publishes it again before its stop returns.
+  assert.is(after.status, TaskStatus.queued, 'the stop returned before the give-back was published');
 
   await world.startWorker({ WORKER_CONCURRENCY: '1', SHUTDOWN_TIMEOUT_MS: '300' });
   const done = await settled(baseUrl, id, 5_000);

@@ -146,7 +146,9 @@ priorities('a waiting backlog is taken highest priority first, then in submissio
   assert.equal(await startOrder(db, [...backlog, urgent]), [urgent, ...backlog]);
 });
 
-priorities('a high-priority task submitted while the worker is busy runs next, ahead of an older backlog', async ({ world, baseUrl, db }) => {
+// Messages are acked when their claim commits, so a busy worker takes up to WORKER_CONCURRENCY more messages
+// (its prefetch) and holds them for its next free slot: those go first, and the urgent task overtakes the rest.
+priorities('a high-priority task submitted while the worker is busy overtakes the backlog still in the queue', async ({ world, baseUrl, queue, db }) => {
   const worker = await world.startWorker({ WORKER_CONCURRENCY: '1' });
   const busy = (await submit(baseUrl, { type: 'sleep', payload: { ms: 1_500 } })).id;
   await eventually(async () => (await getTask(baseUrl, busy)).status === TaskStatus.in_progress, 10_000, 'the sleep task to start');
@@ -154,14 +156,16 @@ priorities('a high-priority task submitted while the worker is busy runs next, a
   const backlog: string[] = [];
   for (let i = 0; i < 4; i++) backlog.push((await submit(baseUrl, { type: 'echo', payload: i, priority: 0 })).id);
   const urgent = (await submit(baseUrl, { type: 'echo', payload: 'urgent', priority: 9 })).id;
+  await eventually(async () => (await queueDepth(queue)) === 4, 5_000, 'the busy worker to hold one message, no more');
   // Otherwise the backlog could have been taken one by one as it arrived, and the order would prove nothing.
   assert.is((await getTask(baseUrl, busy)).status, TaskStatus.in_progress, 'the worker was still busy when the backlog was complete');
+  assert.is((await getTask(baseUrl, backlog[0] as string)).status, TaskStatus.queued, 'a held message is not claimed before a slot frees');
 
   const all = [busy, ...backlog, urgent];
   await allCompleted(db, all);
   await worker.lifecycle.stop();
 
-  assert.equal(await startOrder(db, all), [busy, urgent, ...backlog]);
+  assert.equal(await startOrder(db, all), [busy, backlog[0], urgent, ...backlog.slice(1)]);
 });
 
 priorities.run();

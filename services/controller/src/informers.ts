@@ -29,9 +29,6 @@ export class ResourceInformer<T extends KubernetesObject> {
     this.#informer.on('add', enqueue);
     this.#informer.on('update', enqueue);
     this.#informer.on('delete', (object: T) => watched.onDelete(keyOf(object.metadata?.namespace, object.metadata?.name)));
-    this.#informer.on('connect', () => {
-      this.#backoff = INITIAL_RESTART_MS;
-    });
     this.#informer.on('error', (error: unknown) => this.#scheduleRestart(error));
   }
 
@@ -53,7 +50,14 @@ export class ResourceInformer<T extends KubernetesObject> {
     this.#restart = setTimeout(() => {
       this.#restart = null;
       if (this.#stopped) return;
-      this.#informer.start().catch((failure: unknown) => this.#scheduleRestart(failure));
+      // start() resolves once the relist succeeded: only then is the API server back (the informer's
+      // 'connect' fires before every list attempt, failed ones too).
+      this.#informer.start().then(
+        () => {
+          this.#backoff = INITIAL_RESTART_MS;
+        },
+        (failure: unknown) => this.#scheduleRestart(failure),
+      );
     }, wait);
   }
 

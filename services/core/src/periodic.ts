@@ -45,6 +45,8 @@ export class Periodic {
     this.#timer = null;
     if (this.#stopped || this.#running) return;
     this.#running = (async () => {
+      // Yield first, so that `#running` is set before a run that throws at once clears it.
+      await null;
       let more = false;
       try {
         more = (await this.#run()) === true;

@@ -81,7 +81,10 @@ export class Worker {
       return;
     }
     try {
-      const attempt = await this.#claim(delivery);
+      // Tracked until the attempt starts or is given back, so that a stop waits for it.
+      const claiming = this.#claim(delivery);
+      this.#claiming.add(claiming);
+      const attempt = await claiming.finally(() => this.#claiming.delete(claiming));
       if (attempt) await this.#run(attempt);
     } finally {
       this.#slots.release();
@@ -91,10 +94,8 @@ export class Worker {
   async #claim(delivery: Delivery): Promise<Attempt | null> {
     const { taskId } = delivery.message;
     const { repository, workerId, leaseMs } = this.#options;
-    const claiming = repository.claimTask(taskId, workerId, leaseMs);
-    this.#claiming.add(claiming);
     try {
-      const task = await claiming;
+      const task = await repository.claimTask(taskId, workerId, leaseMs);
       // Whether the task runs here or not, the message has done its job: the row says what happens next.
       delivery.ack();
       if (!task) {
@@ -114,8 +115,6 @@ export class Worker {
       await delay(1_000);
       delivery.requeue();
       return null;
-    } finally {
-      this.#claiming.delete(claiming);
     }
   }
 

@@ -55,6 +55,9 @@ const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000}
 
 type Fragment = ReturnType<typeof sql.fragment>;
 
+/** now() in the ISO form the API speaks (UTC, `Z`), for timestamps written inside jsonb. */
+const UTC_NOW = sql.fragment`to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
 /** How long the relay leaves a just-stored task to the submit that is publishing it. */
 const RELAY_SETTLE_MS = 2_000;
 
@@ -214,11 +217,23 @@ export class TasksRepository {
   async failAttempt(id: string, leaseToken: string, error: TaskError, retryAt: Date | null): Promise<Task | null> {
     const entry = { message: error.message, attempt: error.attempt, at: new Date().toISOString() };
     const recorded = sql.fragment`error = ${sql.jsonb(entry)}, errors = errors || ${sql.jsonb([entry])}, ${LEASE_RELEASED}`;
-    const query =
-      retryAt === null
-        ? transition(Transition.fail, id, sql.fragment`${recorded}, finished_at = now()`, holds(leaseToken))
-        : transition(Transition.retry, id, sql.fragment`${recorded}, run_at = ${retryAt.toISOString()}::timestamptz`, holds(leaseToken));
-    return translated(() => this.#pool.maybeOne(query));
+    if (retryAt === null) {
+      return translated(() => this.#pool.maybeOne(transition(Transition.fail, id, sql.fragment`${recorded}, finished_at = now()`, holds(leaseToken))));
+    }
+    const set = sql.fragment`${recorded}, run_at = ${retryAt.toISOString()}::timestamptz`;
+    return this.#backToPending(id, leaseToken, recorded, set);
+  }
+
+  /**
+   * Returns a task to `pending`, unless a cancel was requested while it ran: then it ends `cancelled`, since a
+   * pending task with a cancel request would never be claimed again.
+   */
+  async #backToPending(id: string, leaseToken: string, onCancel: Fragment, set: Fragment): Promise<Task | null> {
+    return translated(async () => {
+      const requested = sql.fragment`${holds(leaseToken)} AND cancel_requested_at IS NOT NULL`;
+      const cancelled = await this.#pool.maybeOne(transition(Transition.cancelRunning, id, sql.fragment`${onCancel}, finished_at = now()`, requested));
+      return cancelled ?? (await this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken))));
+    });
   }
 
   /**
@@ -239,7 +254,7 @@ export class TasksRepository {
   /** Gives an unfinished attempt back without counting it: the task is pending again, due now. */
   async handBack(id: string, leaseToken: string): Promise<Task | null> {
     const set = sql.fragment`attempts = attempts - 1, started_at = NULL, run_at = now(), ${LEASE_RELEASED}`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken))));
+    return this.#backToPending(id, leaseToken, LEASE_RELEASED, set);
   }
 
   /**
@@ -297,10 +312,11 @@ export class TasksRepository {
    * Safe to run from many processes at once: each row is settled by exactly one of them.
    */
   async reapExpiredLeases(limit: number): Promise<readonly Task[]> {
-    const expired = sql.fragment`lease_expires_at < now() AND id IN (
+    // ARRAY(…) runs the limited, locking subquery once; `id IN (…)` may be planned to run it per row.
+    const expired = sql.fragment`lease_expires_at < now() AND id = ANY(ARRAY(
       SELECT id FROM tasks WHERE status = ${Status.in_progress} AND lease_expires_at < now()
-      ORDER BY lease_expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)`;
-    const lost = sql.fragment`jsonb_build_object('message', 'worker lost', 'attempt', attempts, 'at', now())`;
+      ORDER BY lease_expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))`;
+    const lost = sql.fragment`jsonb_build_object('message', 'worker lost', 'attempt', attempts, 'at', ${UTC_NOW})`;
     const recorded = sql.fragment`error = ${lost}, errors = errors || jsonb_build_array(${lost}), ${LEASE_RELEASED}`;
     const edges: [Edge, Fragment, Fragment][] = [
       [Transition.cancelRunning, sql.fragment`finished_at = now(), ${LEASE_RELEASED}`, sql.fragment`cancel_requested_at IS NOT NULL`],
@@ -354,9 +370,9 @@ export class TasksRepository {
     const rows = await translated(() =>
       this.#pool.any(idRow`
         UPDATE tasks SET status = ${Transition.republish.to}, updated_at = now(), run_at = now()
-        WHERE id IN (
+        WHERE id = ANY(ARRAY(
           SELECT id FROM tasks WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
-          ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+          ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))
         AND status = ANY(${statuses(Transition.republish.from)})
         RETURNING id`),
     );
@@ -371,11 +387,11 @@ export class TasksRepository {
     const retention = sql.fragment`coalesce(retention_ms, ${defaultRetentionMs})`;
     const rows = await translated(() =>
       this.#pool.any(idRow`
-        DELETE FROM tasks WHERE id IN (
+        DELETE FROM tasks WHERE id = ANY(ARRAY(
           SELECT id FROM tasks
           WHERE status = ANY(${statuses(FINISHED_STATUSES)}) AND ${retention} > 0
             AND finished_at < now() - make_interval(secs => ${retention} / 1000.0)
-          LIMIT ${limit} FOR UPDATE SKIP LOCKED)
+          LIMIT ${limit} FOR UPDATE SKIP LOCKED))
         RETURNING id`),
     );
     return rows.length;

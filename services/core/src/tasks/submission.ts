@@ -36,8 +36,9 @@ export const SubmitTaskSchema = z
     runAt: z.iso
       .datetime({ offset: true })
       .refine((value) => {
-        const year = new Date(value).getUTCFullYear();
-        return year >= 1 && year <= 9999;
+        const date = new Date(value);
+        // An unparseable value is already reported by the format check.
+        return Number.isNaN(date.getTime()) || (date.getUTCFullYear() >= 1 && date.getUTCFullYear() <= 9999);
       }, 'runAt must be between years 0001 and 9999')
       .optional()
       .meta({ description: 'Do not start before this time (ISO 8601). Delayed tasks wait in PostgreSQL, not in RabbitMQ.' }),
