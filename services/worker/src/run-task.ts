@@ -4,9 +4,16 @@ import { DatabaseUnavailable, PermanentTaskError } from '../../core/src/errors.t
 import type { Logger } from '../../core/src/log.ts';
 import type { Metrics } from '../../core/src/metrics.ts';
 import { retryDelayMs } from '../../core/src/tasks/backoff.ts';
-import { findTaskType } from '../../core/src/tasks/registry.ts';
+import type { TaskType } from '../../core/src/tasks/handler.ts';
 
-export type RunDeps = { repository: TasksRepository; log: Logger; cancelGraceMs: number; metrics?: Metrics | undefined };
+export type RunDeps = {
+  repository: TasksRepository;
+  /** The task types this worker runs, by name. */
+  taskTypes: ReadonlyMap<string, TaskType>;
+  log: Logger;
+  cancelGraceMs: number;
+  metrics?: Metrics | undefined;
+};
 
 /** Why an attempt was stopped before its handler finished. */
 export type StopReason = 'cancel' | 'timeout' | 'lease-lost' | 'hand-back';
@@ -68,7 +75,7 @@ async function runHandler(deps: RunDeps, attempt: Attempt, log: Logger): Promise
   const { task, controller } = attempt;
   const handled: Promise<Outcome> = (async () => {
     try {
-      const taskType = findTaskType(task.type);
+      const taskType = deps.taskTypes.get(task.type);
       if (!taskType) throw new PermanentTaskError(`no handler for task type '${task.type}' in this worker`);
       const payload = taskType.payload.parse(task.payload);
       const context = { taskId: task.id, type: task.type, attempt: task.attempts, maxAttempts: task.maxAttempts, signal: controller.signal, log };

@@ -8,6 +8,8 @@ import type { Broker } from '../../core/src/queue/broker.ts';
 import { Consumer, type Delivery } from '../../core/src/queue/consumer.ts';
 import { ControlChannel } from '../../core/src/queue/control.ts';
 import type { Publisher } from '../../core/src/queue/publisher.ts';
+import type { TaskType } from '../../core/src/tasks/handler.ts';
+import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
 import { publishTask } from '../../core/src/tasks/submit.ts';
 import { Attempt, runAttempt } from './run-task.ts';
 import { Slots } from './slots.ts';
@@ -25,6 +27,8 @@ export type WorkerOptions = {
   /** How long a stopped handler may ignore its abort signal before it is abandoned. */
   cancelGraceMs: number;
   metrics?: Metrics;
+  /** The task types to run; the built-in registry unless given (embedders and tests add their own). */
+  taskTypes?: ReadonlyMap<string, TaskType>;
 };
 
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
@@ -119,8 +123,8 @@ export class Worker {
   }
 
   async #run(attempt: Attempt): Promise<void> {
-    const { repository, cancelGraceMs, metrics } = this.#options;
-    const deps = { repository, log: this.#log, cancelGraceMs, metrics };
+    const { repository, cancelGraceMs, metrics, taskTypes = TASK_TYPES } = this.#options;
+    const deps = { repository, taskTypes, log: this.#log, cancelGraceMs, metrics };
     const done = runAttempt(deps, attempt).catch((error: unknown) => {
       this.#log.error({ taskId: attempt.task.id, err: error }, 'could not record the outcome; the lease will expire and the task be retried');
     });

@@ -68,14 +68,16 @@ export class Broker {
         maxRetries: Infinity,
         waitForConnect: false,
         setup: async (model: ChannelModel) => {
-          for (const hook of this.#hooks) await hook(model);
+          // Indexing the live array runs hooks registered while earlier ones ran; setting the model with no
+          // await after the last check leaves no moment in which a new hook would be neither run here nor by onConnect.
+          for (let i = 0; i < this.#hooks.length; i++) await this.#hooks[i]?.(model);
+          this.#model = model;
         },
       },
     });
     this.#connection = connection;
     const target = redactUrl(this.#options.url);
-    connection.on('connect', (model: ChannelModel) => {
-      this.#model = model;
+    connection.on('connect', () => {
       this.#log.info({ broker: target }, this.#down ? 'RabbitMQ connection restored' : 'connected to RabbitMQ');
       this.#down = false;
     });
