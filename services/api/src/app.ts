@@ -38,7 +38,7 @@ export function createApp(deps: AppDeps): Koa {
     ctx.body = await deps.metrics.registry.metrics();
   });
   for (const child of [tasksRouter(deps), healthRouter(deps), docsRouter()]) router.use(child.routes());
-  app.use(requestContext(deps.log));
+  app.use(requestContext(deps.log, deps.metrics));
   app.use(problemDetails());
   app.use(router.routes());
   // 405 (with `Allow`) for a known path and a wrong method, 501 for an unknown method; problemDetails writes the body.

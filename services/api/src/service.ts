@@ -4,7 +4,7 @@ import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
 import type { Broker } from '../../core/src/queue/broker.ts';
 import { ControlChannel } from '../../core/src/queue/control.ts';
-import { createMetrics } from '../../core/src/metrics.ts';
+import { createMetrics, observeTaskTable } from '../../core/src/metrics.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
 import { Maintenance } from '../../core/src/tasks/maintenance.ts';
 import { Relay } from '../../core/src/tasks/relay.ts';
@@ -20,9 +20,10 @@ export type ApiService = { lifecycle: Lifecycle; database: Database; broker: Bro
  */
 export function createApiService(config: Config, log: Logger): ApiService {
   const lifecycle = new Lifecycle(log);
-  const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api');
-  const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
   const metrics = createMetrics('api');
+  const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api', metrics);
+  const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
+  observeTaskTable(metrics, () => database.tasks().gauges());
   let relay: Relay | null = null;
   let maintenance: Maintenance | null = null;
   let shuttingDown = false;

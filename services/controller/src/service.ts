@@ -26,11 +26,11 @@ export type ControllerService = { lifecycle: Lifecycle; leader: LeaderElector; p
 export function createControllerService(config: Config, kubeConfig: KubeConfig, log: Logger): ControllerService {
   const lifecycle = new Lifecycle(log);
   const kube = createKube(kubeConfig);
-  const runtime = createRuntime(config, log, `conveyor-controller-${config.podName}`);
+  const metrics = createControllerMetrics(createMetrics('controller'));
+  const runtime = createRuntime(config, log, `conveyor-controller-${config.podName}`, metrics);
   const { database, broker, publisher, components } = runtime;
   const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
   const inspector = new QueueInspector(broker);
-  const metrics = createControllerMetrics(createMetrics('controller'));
   const observe = (loop: string) => (outcome: 'ok' | 'error', seconds: number) => {
     metrics.reconcileDuration.observe({ loop, outcome }, seconds);
     if (outcome === 'error') metrics.reconcileErrors.inc({ loop });

@@ -3,6 +3,7 @@ import { Database } from './db/database.ts';
 import { pingDatabase } from './db/pool.ts';
 import type { Component } from './lifecycle.ts';
 import type { Logger } from './log.ts';
+import type { Metrics } from './metrics.ts';
 import { Broker } from './queue/broker.ts';
 import { Publisher } from './queue/publisher.ts';
 
@@ -17,10 +18,10 @@ export type Runtime = Readonly<{
 }>;
 
 /** What every Conveyor process holds: PostgreSQL, a RabbitMQ connection, and a publisher on it. */
-export function createRuntime(config: Config, log: Logger, connectionName: string): Runtime {
+export function createRuntime(config: Config, log: Logger, connectionName: string, metrics?: Metrics): Runtime {
   const database = new Database(config, connectionName, log);
-  const broker = new Broker({ url: config.amqpUrl, connectionName }, log);
-  const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs }, log);
+  const broker = new Broker({ url: config.amqpUrl, connectionName, metrics }, log);
+  const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs, metrics }, log);
   return {
     database,
     broker,

@@ -105,12 +105,14 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void>
   const { task } = attempt;
   const log = deps.log.child({ taskId: task.id, type: task.type, attempt: task.attempts });
   log.info({ priority: task.priority }, 'task started');
+  deps.metrics?.waitTime.observe({ type: task.type }, Math.max(0, Date.now() - Date.parse(task.runAt)) / 1000);
   const started = performance.now();
   const timeout = task.timeoutMs === null ? null : setTimeout(() => attempt.stop('timeout'), task.timeoutMs);
   const outcome = await runHandler(deps, attempt, log);
   if (timeout) clearTimeout(timeout);
   const ms = Math.round(performance.now() - started);
   if (outcome.kind === 'abandoned') log.warn({ graceMs: deps.cancelGraceMs }, 'handler ignored its abort signal; abandoned');
+  if (outcome.kind === 'error' && attempt.reason === null) deps.metrics?.handlerErrors.inc({ type: task.type });
 
   switch (attempt.reason) {
     case 'hand-back':
@@ -124,6 +126,7 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void>
       const stopped = await persist(() => deps.repository.cancelRunning(task.id, task.leaseToken), log);
       if (!stopped) return;
       deps.metrics?.cancelLatency.observe({ type: task.type }, stopped.cancelLatencySeconds);
+      countOutcome(deps, task.type, 'cancelled', ms);
       log.info({ ms, cancelLatencyMs: Math.round(stopped.cancelLatencySeconds * 1000) }, 'task cancelled');
       return;
     }
@@ -132,8 +135,10 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void>
   }
   if (outcome.kind === 'ok') {
     const stored = await persist(() => deps.repository.completeTask(task.id, task.leaseToken, outcome.result), log);
-    if (stored) log.info({ ms }, 'task completed');
-    else log.warn({ ms }, 'result discarded: this attempt no longer owns the task');
+    if (stored) {
+      countOutcome(deps, task.type, 'completed', ms);
+      log.info({ ms }, 'task completed');
+    } else log.warn({ ms }, 'result discarded: this attempt no longer owns the task');
     return;
   }
   return recordFailure(deps, attempt, outcome.kind === 'error' ? outcome.error : new Error('abandoned'), ms, log);
@@ -145,7 +150,18 @@ async function recordFailure(deps: RunDeps, attempt: Attempt, error: unknown, ms
   const retry = !(error instanceof PermanentTaskError) && task.attempts < task.maxAttempts;
   const retryAt = retry ? new Date(Date.now() + retryDelayMs(task.backoff, task.attempts)) : null;
   const stored = await persist(() => deps.repository.failAttempt(task.id, task.leaseToken, { message, attempt: task.attempts }, retryAt), log);
-  if (!stored) log.warn({ ms, err: message }, 'failure discarded: this attempt no longer owns the task');
-  else if (retryAt) log.warn({ ms, err: message, retryAt: retryAt.toISOString() }, 'task attempt failed, retrying');
-  else log.warn({ ms, err: message }, 'task failed');
+  if (!stored) {
+    log.warn({ ms, err: message }, 'failure discarded: this attempt no longer owns the task');
+    return;
+  }
+  countOutcome(deps, task.type, attempt.reason === 'timeout' ? 'timed_out' : retryAt ? 'retried' : 'failed', ms);
+  if (retryAt) {
+    deps.metrics?.retriesScheduled.inc({ type: task.type });
+    log.warn({ ms, err: message, retryAt: retryAt.toISOString() }, 'task attempt failed, retrying');
+  } else log.warn({ ms, err: message }, 'task failed');
+}
+
+function countOutcome(deps: RunDeps, type: string, outcome: string, ms: number): void {
+  deps.metrics?.outcomes.inc({ type, outcome });
+  deps.metrics?.runTime.observe({ type, outcome }, ms / 1000);
 }

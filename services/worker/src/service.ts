@@ -15,9 +15,9 @@ export type WorkerService = { lifecycle: Lifecycle; database: Database; probes: 
  */
 export function createWorkerService(config: Config, log: Logger): WorkerService {
   const lifecycle = new Lifecycle(log);
-  const runtime = createRuntime(config, log, `conveyor-worker-${config.workerId}`);
-  const { database, broker, publisher, components } = runtime;
   const metrics = createMetrics('worker');
+  const runtime = createRuntime(config, log, `conveyor-worker-${config.workerId}`, metrics);
+  const { database, broker, publisher, components } = runtime;
   const probes = new ProbeServer(
     {
       registry: metrics.registry,

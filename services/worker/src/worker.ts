@@ -76,6 +76,7 @@ export class Worker {
     await this.#control.start();
     await this.#consumer.start();
     this.#heartbeat.start();
+    this.#options.metrics?.concurrency.set(this.#options.concurrency);
     this.#log.info({ concurrency: this.#options.concurrency }, 'worker started');
   }
 
@@ -129,14 +130,17 @@ export class Worker {
       this.#log.error({ taskId: attempt.task.id, err: error }, 'could not record the outcome; the lease will expire and the task be retried');
     });
     this.#running.set(attempt.task.id, { attempt, done });
+    metrics?.inFlight.set(this.#running.size);
     await done;
     this.#running.delete(attempt.task.id);
+    metrics?.inFlight.set(this.#running.size);
   }
 
   /** Renews every running attempt's lease in one statement, and stops those whose lease is gone or whose task was cancelled. */
   async #renewLeases(): Promise<void> {
     const attempts = [...this.#running.values()].map((r) => r.attempt).filter((a) => a.reason === null);
     if (attempts.length === 0) return;
+    this.#options.metrics?.heartbeats.inc();
     const held = await this.#options.repository.heartbeat(
       attempts.map((a) => ({ id: a.task.id, leaseToken: a.task.leaseToken })),
       this.#options.leaseMs,

@@ -1,5 +1,6 @@
 import Router from '@koa/router';
-import type { Context } from 'koa';
+import type { Context, Middleware } from 'koa';
+import type { Metrics } from '../../../core/src/metrics.ts';
 import { TaskConflict, ValidationError } from '../../../core/src/errors.ts';
 import type { ControlChannel } from '../../../core/src/queue/control.ts';
 import { TaskStatus } from '../../../core/src/tasks/state.ts';
@@ -13,7 +14,30 @@ import { decodeCursor, encodeCursor, ListTasksQuerySchema, TaskIdSchema } from '
 
 export const TASKS_PATH = '/api/v1/tasks';
 
-export type TasksDeps = { repository: TasksRepository; publisher: Publisher; control: ControlChannel; log: Logger };
+export type TasksDeps = { repository: TasksRepository; publisher: Publisher; control: ControlChannel; metrics: Metrics; log: Logger };
+
+/** Why a submit was refused, as a bounded label. */
+function rejectionReason(error: unknown): string {
+  const status = (error as { status?: number }).status;
+  if (error instanceof ValidationError) return 'invalid';
+  if (status === 413) return 'too_large';
+  if (status === 415) return 'media_type';
+  if (status === 400) return 'malformed';
+  if (status === 503) return 'unavailable';
+  return 'error';
+}
+
+/** Counts refused submits by reason, including those the body parser refuses before the handler runs. */
+function countRejections(metrics: Metrics): Middleware {
+  return async (_ctx, next) => {
+    try {
+      await next();
+    } catch (error) {
+      metrics.rejected.inc({ reason: rejectionReason(error) });
+      throw error;
+    }
+  };
+}
 
 /** The body, with the `Idempotency-Key` header folded in as `idempotencyKey`. */
 function submission(ctx: Context): unknown {
@@ -53,8 +77,9 @@ function listQuery(ctx: Context) {
 export function tasksRouter(deps: TasksDeps): Router {
   const router = new Router({ prefix: TASKS_PATH });
 
-  router.post('/', jsonBody(), async (ctx) => {
+  router.post('/', countRejections(deps.metrics), jsonBody(), async (ctx) => {
     const { task, created } = await submitTask(deps, parseSubmission(submission(ctx)));
+    if (created) deps.metrics.submitted.inc({ type: task.type });
     ctx.status = created ? 201 : 200;
     ctx.set('Location', `${TASKS_PATH}/${task.id}`);
     ctx.body = task;

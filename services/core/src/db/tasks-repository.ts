@@ -49,6 +49,8 @@ const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolea
 const countRow = sql.type(z.object({ count: z.number() }));
 const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));
 const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
+const statusCountRow = sql.type(z.object({ status: z.string(), count: z.number() }));
+const outboxRow = sql.type(z.object({ due: z.number(), oldestSeconds: z.number() }));
 
 const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
 const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;
@@ -349,6 +351,17 @@ export class TasksRepository {
         FROM tasks WHERE status = ANY(${statuses([Status.pending, Status.queued, Status.in_progress])})`),
     );
     return row;
+  }
+
+  /** Counts for the metrics: tasks by status, and the outbox (due pending tasks and the oldest one's age). */
+  async gauges(): Promise<{ byStatus: Map<string, number>; duePending: number; oldestDueSeconds: number }> {
+    return translated(async () => {
+      const rows = await this.#pool.any(statusCountRow`SELECT status::text, count(*)::int AS count FROM tasks GROUP BY status`);
+      const outbox = await this.#pool.one(outboxRow`
+        SELECT count(*)::int AS due, coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS "oldestSeconds"
+        FROM tasks WHERE status = ${Status.pending} AND run_at <= now()`);
+      return { byStatus: new Map(rows.map((r) => [r.status, r.count])), duePending: outbox.due, oldestDueSeconds: outbox.oldestSeconds };
+    });
   }
 
   /** Running tasks per worker id, for scale-in to remove idle workers first. */

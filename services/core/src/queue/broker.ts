@@ -1,6 +1,7 @@
 import { type ChannelModel, connect, type RecoveringChannelModel } from 'amqplib';
 import { IllegalStateError } from '../errors.ts';
 import { type Logger, redactUrl } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
 
 /** Called after every (re)connect, in registration order; a throw fails the connect and it is retried. */
 export type ConnectHook = (model: ChannelModel) => Promise<void>;
@@ -12,6 +13,7 @@ export type BrokerOptions = {
   /** Seconds between heartbeats; a silent broker is declared dead after two missed ones. */
   heartbeatSeconds?: number;
   reconnect?: { initialDelayMs: number; maxDelayMs: number };
+  metrics?: Metrics | undefined;
 };
 
 /**
@@ -72,6 +74,7 @@ export class Broker {
           // await after the last check leaves no moment in which a new hook would be neither run here nor by onConnect.
           for (let i = 0; i < this.#hooks.length; i++) await this.#hooks[i]?.(model);
           this.#model = model;
+          this.#options.metrics?.brokerConnected.set(1);
         },
       },
     });
@@ -91,6 +94,7 @@ export class Broker {
 
   #markDown(message: string, error: Error): void {
     this.#model = null;
+    this.#options.metrics?.brokerConnected.set(0);
     if (this.#down || this.#closed) return;
     this.#down = true;
     this.#log.warn({ broker: redactUrl(this.#options.url), err: error.message }, message);

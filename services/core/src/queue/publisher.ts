@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import type { ChannelModel, ConfirmChannel } from 'amqplib';
 import { BrokerUnavailable } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
 import type { Broker } from './broker.ts';
 import { assertTasksQueue, encodeTaskMessage, type TaskMessage } from './topology.ts';
 
@@ -19,7 +20,10 @@ export class Publisher {
   /** Ids of messages RabbitMQ returned as unroutable; their confirm follows the return. */
   readonly #returned = new Set<string>();
 
-  constructor(options: { broker: Broker; queue: string; confirmTimeoutMs: number }, log: Logger) {
+  readonly #metrics: Metrics | undefined;
+
+  constructor(options: { broker: Broker; queue: string; confirmTimeoutMs: number; metrics?: Metrics | undefined }, log: Logger) {
+    this.#metrics = options.metrics;
     this.#broker = options.broker;
     this.#queue = options.queue;
     this.#timeoutMs = options.confirmTimeoutMs;
@@ -57,20 +61,27 @@ export class Publisher {
    */
   publish(message: TaskMessage): Promise<void> {
     const channel = this.#channel;
-    if (!channel || this.#stopped) return Promise.reject(new BrokerUnavailable());
+    const fail = (reason: string, error: BrokerUnavailable) => {
+      this.#metrics?.publishFailures.inc({ reason });
+      return error;
+    };
+    if (!channel || this.#stopped) return Promise.reject(fail('disconnected', new BrokerUnavailable()));
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new BrokerUnavailable(`RabbitMQ did not confirm within ${this.#timeoutMs} ms`)),
+        () => reject(fail('timeout', new BrokerUnavailable(`RabbitMQ did not confirm within ${this.#timeoutMs} ms`))),
         this.#timeoutMs,
       );
       const settle = (error: unknown) => {
         clearTimeout(timer);
-        if (error) reject(new BrokerUnavailable('RabbitMQ did not accept the message', error));
+        if (error) reject(fail('refused', new BrokerUnavailable('RabbitMQ did not accept the message', error)));
         else if (this.#returned.delete(message.taskId)) {
           // The queue vanished (deleted under us): declare it again and report the message as not sent.
           void assertTasksQueue(channel, this.#queue).catch(() => undefined);
-          reject(new BrokerUnavailable(`queue ${this.#queue} did not exist; the message was not stored`));
-        } else resolve();
+          reject(fail('unroutable', new BrokerUnavailable(`queue ${this.#queue} did not exist; the message was not stored`)));
+        } else {
+          this.#metrics?.published.inc();
+          resolve();
+        }
       };
       try {
         channel.publish(

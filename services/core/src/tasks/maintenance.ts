@@ -18,6 +18,7 @@ export async function reapExpiredLeases(repository: TasksRepository, log: Logger
     const settled = await repository.reapExpiredLeases(BATCH);
     for (const task of settled) {
       metrics?.reaped.inc({ outcome: task.status });
+      if (task.status !== TaskStatus.cancelled) metrics?.outcomes.inc({ type: task.type, outcome: 'worker_lost' });
       log.warn({ taskId: task.id, type: task.type, attempt: task.attempts, status: task.status }, 'lease expired: worker lost');
     }
     total += settled.length;
