@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { BackoffSchema } from '../../core/src/tasks/backoff.ts';
-import { JsonValueSchema, TaskErrorSchema, TaskSchema } from '../../core/src/tasks/model.ts';
+import { JsonValueSchema, TaskErrorSchema, TaskEventSchema, TaskSchema } from '../../core/src/tasks/model.ts';
 import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
 import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
 import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
@@ -13,7 +13,7 @@ const problem = (description: string) => ({ description, content: { 'application
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
 function components(): Record<string, unknown> {
   const registry = z.registry<{ id: string; description?: string }>();
-  for (const schema of [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
+  for (const schema of [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, TaskEventSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
     registry.add(schema, { id: (schema.meta() as { id: string }).id });
   }
   for (const [name, type] of TASK_TYPES) {
@@ -89,6 +89,18 @@ export function openApiDocument(): object {
           summary: 'Delete a task in any status; a running task is stopped first, a queued one never runs',
           operationId: 'deleteTask',
           responses: { '204': { description: 'Deleted.' }, '400': problem('Malformed id.'), '404': problem('No such task.') },
+        },
+      },
+      [`${TASKS_PATH}/{id}/events`]: {
+        parameters: [idParameter],
+        get: {
+          summary: "The task's history: submitted, published, started by which worker, attempts failed with what, retried, finished",
+          operationId: 'taskEvents',
+          responses: {
+            '200': { description: 'Oldest first.', content: json({ type: 'object', required: ['items'], properties: { items: { type: 'array', items: ref('TaskEvent') } } }) },
+            '400': problem('Malformed id.'),
+            '404': problem('No such task.'),
+          },
         },
       },
       [`${TASKS_PATH}/{id}/cancel`]: {

@@ -98,6 +98,10 @@ export function tasksRouter(deps: TasksDeps): Router {
     ctx.body = await deps.repository.getTask(taskIdParam(ctx));
   });
 
+  router.get('/:id/events', async (ctx) => {
+    ctx.body = { items: await deps.repository.taskEvents(taskIdParam(ctx)) };
+  });
+
   router.post('/:id/cancel', async (ctx) => {
     const id = taskIdParam(ctx);
     const { task, outcome } = await deps.repository.cancelTask(id);

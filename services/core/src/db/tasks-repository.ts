@@ -2,7 +2,7 @@ import { type DatabasePool, type SerializableValue, sql } from 'slonik';
 import { z } from 'zod';
 import { TaskConflict, TaskNotFound } from '../errors.ts';
 import type { Backoff } from '../tasks/backoff.ts';
-import { type Task, type TaskError, TaskSchema } from '../tasks/model.ts';
+import { type Task, type TaskError, type TaskEvent, TaskEventSchema, TaskSchema } from '../tasks/model.ts';
 import { type Edge, FINISHED_STATUSES, type TaskStatus, TaskStatus as Status, Transition } from '../tasks/state.ts';
 import { translated } from './errors.ts';
 
@@ -47,6 +47,7 @@ const idRow = sql.type(z.object({ id: z.uuid() }));
 const statusRow = sql.type(z.object({ status: z.enum(Status) }));
 const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
 const countRow = sql.type(z.object({ count: z.number() }));
+const eventRow = sql.type(TaskEventSchema);
 const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));
 const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
 const statusCountRow = sql.type(z.object({ status: z.string(), count: z.number() }));
@@ -57,20 +58,54 @@ const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000}
 
 type Fragment = ReturnType<typeof sql.fragment>;
 
-/** now() in the ISO form the API speaks (UTC, `Z`), for timestamps written inside jsonb. */
-const UTC_NOW = sql.fragment`to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+/** A timestamp in the ISO form the API speaks (UTC, `Z`), for timestamps written inside jsonb. */
+const iso = (timestamp: Fragment) => sql.fragment`to_char(${timestamp} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+const UTC_NOW = iso(sql.fragment`now()`);
 
 /** How long the relay leaves a just-stored task to the submit that is publishing it. */
 const RELAY_SETTLE_MS = 2_000;
 
-/** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
-function transition(edge: Edge, id: string, set: Fragment, guard: Fragment = sql.fragment`TRUE`) {
-  return task`
-    UPDATE tasks
-    SET status = ${edge.to}, updated_at = now(), ${set}
-    WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${guard}
-    RETURNING ${TASK_COLUMNS}`;
+/** What happened to a task, as its history (`task_events`) records it. */
+export type EventKind =
+  | 'submitted'
+  | 'published'
+  | 'started'
+  | 'completed'
+  | 'attempt_failed'
+  | 'failed'
+  | 'cancel_requested'
+  | 'cancelled'
+  | 'handed_back'
+  | 'worker_lost'
+  | 'republished'
+  | 'rerun';
+
+type Event = { kind: EventKind; detail?: Fragment | ReturnType<typeof sql.jsonb> };
+
+/**
+ * Runs a statement that writes task rows (`… RETURNING *`) and appends one event per written row in the same
+ * statement, so a task's history can never disagree with it. `detail` may read the written row's columns.
+ */
+function logged(statement: Fragment, event: Event, columns: Fragment = TASK_COLUMNS): Fragment {
+  return sql.fragment`
+    WITH changed AS (${statement} RETURNING *),
+    logged AS (
+      INSERT INTO task_events (task_id, kind, attempt, worker_id, detail)
+      SELECT id, ${event.kind}, attempts, worker_id, ${event.detail ?? sql.fragment`'{}'::jsonb`} FROM changed
+    )
+    SELECT ${columns} FROM changed`;
 }
+
+/** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
+function transition(edge: Edge, id: string, set: Fragment, guard: Fragment, event: Event) {
+  return task`${logged(
+    sql.fragment`UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
+      WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${guard}`,
+    event,
+  )}`;
+}
+
+const ANY_ROW = sql.fragment`TRUE`;
 
 const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
 const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;
@@ -94,15 +129,16 @@ export class TasksRepository {
    */
   async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
     return translated(async () => {
-      const inserted = await this.#pool.maybeOne(task`
-        INSERT INTO tasks (id, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
+      const inserted = await this.#pool.maybeOne(task`${logged(
+        sql.fragment`INSERT INTO tasks (id, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
         VALUES (
           ${input.id}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts},
           ${sql.jsonb(input.backoff)}, ${input.runAt === undefined ? sql.fragment`now()` : sql.fragment`${input.runAt}::timestamptz`},
           ${input.timeoutMs ?? null}, ${input.idempotencyKey ?? null}, ${input.retentionMs ?? null}
         )
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING ${TASK_COLUMNS}`);
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
+        { kind: 'submitted', detail: sql.fragment`jsonb_build_object('priority', priority, 'runAt', ${iso(sql.fragment`run_at`)})` },
+      )}`);
       if (inserted) return { task: inserted, created: true };
       const existing = await this.#pool.one(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE idempotency_key = ${input.idempotencyKey ?? null}`);
       return { task: existing, created: false };
@@ -137,10 +173,11 @@ export class TasksRepository {
   async markQueued(ids: readonly string[]): Promise<readonly Task[]> {
     if (ids.length === 0) return [];
     return translated(() =>
-      this.#pool.any(task`
-        UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
-        WHERE id = ANY(${sql.array([...ids], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})
-        RETURNING ${TASK_COLUMNS}`),
+      this.#pool.any(task`${logged(
+        sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
+          WHERE id = ANY(${sql.array([...ids], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})`,
+        { kind: 'published' },
+      )}`),
     );
   }
 
@@ -165,10 +202,12 @@ export class TasksRepository {
         if (due.length === 0) return 0;
         const confirmed = await publish(due);
         if (confirmed.length > 0) {
-          await tx.query(idRow`
-            UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
-            WHERE id = ANY(${sql.array([...confirmed], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})
-            RETURNING id`);
+          await tx.query(idRow`${logged(
+            sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
+              WHERE id = ANY(${sql.array([...confirmed], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})`,
+            { kind: 'published', detail: sql.fragment`'{"by": "relay"}'::jsonb` },
+            sql.fragment`id`,
+          )}`);
         }
         return due.length;
       }),
@@ -181,12 +220,14 @@ export class TasksRepository {
    */
   async claimTask(id: string, workerId: string, leaseMs: number): Promise<ClaimedTask | null> {
     return translated(() =>
-      this.#pool.maybeOne(claimed`
-        UPDATE tasks
-        SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
-            finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
-        WHERE id = ${id} AND status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL
-        RETURNING ${TASK_COLUMNS}, lease_token AS "leaseToken"`),
+      this.#pool.maybeOne(claimed`${logged(
+        sql.fragment`UPDATE tasks
+          SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
+              finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
+          WHERE id = ${id} AND status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL`,
+        { kind: 'started' },
+        sql.fragment`${TASK_COLUMNS}, lease_token AS "leaseToken"`,
+      )}`),
     );
   }
 
@@ -209,7 +250,7 @@ export class TasksRepository {
   /** Stores the result of the attempt holding `leaseToken`. */
   async completeTask(id: string, leaseToken: string, result: unknown): Promise<Task | null> {
     const set = sql.fragment`result = ${sql.jsonb(result as SerializableValue)}, finished_at = now(), ${LEASE_RELEASED}`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.complete, id, set, holds(leaseToken))));
+    return translated(() => this.#pool.maybeOne(transition(Transition.complete, id, set, holds(leaseToken), { kind: 'completed' })));
   }
 
   /**
@@ -220,21 +261,24 @@ export class TasksRepository {
     const entry = { message: error.message, attempt: error.attempt, at: new Date().toISOString() };
     const recorded = sql.fragment`error = ${sql.jsonb(entry)}, errors = errors || ${sql.jsonb([entry])}, ${LEASE_RELEASED}`;
     if (retryAt === null) {
-      return translated(() => this.#pool.maybeOne(transition(Transition.fail, id, sql.fragment`${recorded}, finished_at = now()`, holds(leaseToken))));
+      const failed = { kind: 'failed', detail: sql.jsonb({ message: error.message }) } as const;
+      return translated(() => this.#pool.maybeOne(transition(Transition.fail, id, sql.fragment`${recorded}, finished_at = now()`, holds(leaseToken), failed)));
     }
     const set = sql.fragment`${recorded}, run_at = ${retryAt.toISOString()}::timestamptz`;
-    return this.#backToPending(id, leaseToken, recorded, set);
+    const retried = { kind: 'attempt_failed', detail: sql.jsonb({ message: error.message, retryAt: retryAt.toISOString() }) } as const;
+    return this.#backToPending(id, leaseToken, recorded, set, retried);
   }
 
   /**
    * Returns a task to `pending`, unless a cancel was requested while it ran: then it ends `cancelled`, since a
    * pending task with a cancel request would never be claimed again.
    */
-  async #backToPending(id: string, leaseToken: string, onCancel: Fragment, set: Fragment): Promise<Task | null> {
+  async #backToPending(id: string, leaseToken: string, onCancel: Fragment, set: Fragment, event: Event): Promise<Task | null> {
     return translated(async () => {
       const requested = sql.fragment`${holds(leaseToken)} AND cancel_requested_at IS NOT NULL`;
-      const cancelled = await this.#pool.maybeOne(transition(Transition.cancelRunning, id, sql.fragment`${onCancel}, finished_at = now()`, requested));
-      return cancelled ?? (await this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken))));
+      const cancelSet = sql.fragment`${onCancel}, finished_at = now()`;
+      const cancelled = await this.#pool.maybeOne(transition(Transition.cancelRunning, id, cancelSet, requested, { kind: 'cancelled' }));
+      return cancelled ?? (await this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken), event)));
     });
   }
 
@@ -245,18 +289,20 @@ export class TasksRepository {
   async cancelRunning(id: string, leaseToken: string): Promise<(Task & { cancelLatencySeconds: number }) | null> {
     const edge = Transition.cancelRunning;
     return translated(() =>
-      this.#pool.maybeOne(cancelled`
-        UPDATE tasks SET status = ${edge.to}, updated_at = now(), finished_at = now(), ${LEASE_RELEASED}
-        WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${holds(leaseToken)}
-        RETURNING ${TASK_COLUMNS},
-          coalesce(extract(epoch FROM now() - cancel_requested_at), 0)::float8 AS "cancelLatencySeconds"`),
+      this.#pool.maybeOne(cancelled`${logged(
+        sql.fragment`UPDATE tasks SET status = ${edge.to}, updated_at = now(), finished_at = now(), ${LEASE_RELEASED}
+          WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${holds(leaseToken)}`,
+        { kind: 'cancelled' },
+        sql.fragment`${TASK_COLUMNS}, coalesce(extract(epoch FROM now() - cancel_requested_at), 0)::float8 AS "cancelLatencySeconds"`,
+      )}`),
     );
   }
 
   /** Gives an unfinished attempt back without counting it: the task is pending again, due now. */
   async handBack(id: string, leaseToken: string): Promise<Task | null> {
     const set = sql.fragment`attempts = attempts - 1, started_at = NULL, run_at = now(), ${LEASE_RELEASED}`;
-    return this.#backToPending(id, leaseToken, LEASE_RELEASED, set);
+    const event = { kind: 'handed_back', detail: sql.fragment`jsonb_build_object('attempt', attempts + 1)` } as const;
+    return this.#backToPending(id, leaseToken, LEASE_RELEASED, set, event);
   }
 
   /**
@@ -267,12 +313,13 @@ export class TasksRepository {
   async cancelTask(id: string): Promise<{ task: Task; outcome: 'cancelled' | 'requested' | 'unchanged' }> {
     return translated(() =>
       this.#pool.transaction(async (tx) => {
-        const now = await tx.maybeOne(transition(Transition.cancel, id, sql.fragment`finished_at = now(), cancel_requested_at = now()`));
+        const now = await tx.maybeOne(transition(Transition.cancel, id, sql.fragment`finished_at = now(), cancel_requested_at = now()`, ANY_ROW, { kind: 'cancelled' }));
         if (now) return { task: now, outcome: 'cancelled' as const };
-        const running = await tx.maybeOne(task`
-          UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
-          WHERE id = ${id} AND status = ${Status.in_progress}
-          RETURNING ${TASK_COLUMNS}`);
+        const running = await tx.maybeOne(task`${logged(
+          sql.fragment`UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+            WHERE id = ${id} AND status = ${Status.in_progress}`,
+          { kind: 'cancel_requested' },
+        )}`);
         if (running) return { task: running, outcome: 'requested' as const };
         const current = await tx.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id}`);
         if (!current) throw new TaskNotFound(id);
@@ -291,7 +338,7 @@ export class TasksRepository {
     const set = sql.fragment`
       attempts = 0, run_at = now(), result = NULL, error = NULL, started_at = NULL, finished_at = NULL,
       cancel_requested_at = NULL, worker_id = NULL`;
-    const rerun = await translated(() => this.#pool.maybeOne(transition(Transition.rerun, id, set)));
+    const rerun = await translated(() => this.#pool.maybeOne(transition(Transition.rerun, id, set, ANY_ROW, { kind: 'rerun' })));
     if (rerun) return rerun;
     const current = await this.getTask(id);
     throw new TaskConflict(`task ${id} is ${current.status}: only failed or cancelled tasks can be retried`);
@@ -330,10 +377,11 @@ export class TasksRepository {
         const settled: Task[] = [];
         for (const [edge, set, guard] of edges) {
           settled.push(
-            ...(await tx.any(task`
-              UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
-              WHERE status = ANY(${statuses(edge.from)}) AND ${guard} AND ${expired}
-              RETURNING ${TASK_COLUMNS}`)),
+            ...(await tx.any(task`${logged(
+              sql.fragment`UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
+                WHERE status = ANY(${statuses(edge.from)}) AND ${guard} AND ${expired}`,
+              { kind: 'worker_lost', detail: sql.fragment`jsonb_build_object('outcome', status)` },
+            )}`)),
           );
         }
         return settled;
@@ -351,6 +399,16 @@ export class TasksRepository {
         FROM tasks WHERE status = ANY(${statuses([Status.pending, Status.queued, Status.in_progress])})`),
     );
     return row;
+  }
+
+  /** The task's history, oldest first. @throws {TaskNotFound} */
+  async taskEvents(id: string): Promise<readonly TaskEvent[]> {
+    const events = await translated(() =>
+      this.#pool.any(eventRow`
+        SELECT at, kind, attempt, worker_id AS "workerId", detail FROM task_events WHERE task_id = ${id} ORDER BY id`),
+    );
+    if (events.length === 0) await this.getTask(id);
+    return events;
   }
 
   /** Counts for the metrics: tasks by status, and the outbox (due pending tasks and the oldest one's age). */
@@ -381,13 +439,15 @@ export class TasksRepository {
   /** Puts tasks `queued` for longer than `olderThanMs` back to `pending`, for the relay to publish again. */
   async republishStaleQueued(olderThanMs: number, limit: number): Promise<number> {
     const rows = await translated(() =>
-      this.#pool.any(idRow`
-        UPDATE tasks SET status = ${Transition.republish.to}, updated_at = now(), run_at = now()
-        WHERE id = ANY(ARRAY(
-          SELECT id FROM tasks WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
-          ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))
-        AND status = ANY(${statuses(Transition.republish.from)})
-        RETURNING id`),
+      this.#pool.any(idRow`${logged(
+        sql.fragment`UPDATE tasks SET status = ${Transition.republish.to}, updated_at = now(), run_at = now()
+          WHERE id = ANY(ARRAY(
+            SELECT id FROM tasks WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
+            ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))
+          AND status = ANY(${statuses(Transition.republish.from)})`,
+        { kind: 'republished' },
+        sql.fragment`id`,
+      )}`),
     );
     return rows.length;
   }

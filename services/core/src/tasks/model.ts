@@ -66,3 +66,19 @@ export const TaskSchema = z
 
 export type Task = z.infer<typeof TaskSchema>;
 export type TaskError = z.infer<typeof TaskErrorSchema>;
+
+/** One entry of a task's history. */
+export const TaskEventSchema = z
+  .object({
+    at: isoTime,
+    kind: z.string().meta({
+      description:
+        'submitted, published, started, completed, attempt_failed (retry scheduled), failed, cancel_requested, cancelled, handed_back, worker_lost, republished or rerun.',
+    }),
+    attempt: z.number().int().meta({ description: 'The attempt count when it happened.' }),
+    workerId: z.string().nullable(),
+    detail: z.record(z.string(), z.unknown()),
+  })
+  .meta({ id: 'TaskEvent' });
+
+export type TaskEvent = z.infer<typeof TaskEventSchema>;
