@@ -63,6 +63,8 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
       },
       onStoppedLeading: () => {
         metrics.leader.set(0);
+        // Only the leader's view of the pools is current; a standby exports none rather than stale values.
+        for (const gauge of [metrics.backlog, metrics.desiredReplicas, metrics.currentReplicas, metrics.maxReplicas]) gauge.reset();
         poolQueue.pause();
         taskQueue.pause();
         void reaper?.stop();

@@ -32,7 +32,6 @@ export function createMetrics(service: string) {
     published: new Counter({ name: 'conveyor_publish_confirms_total', help: 'Task messages RabbitMQ confirmed.', registers }),
     publishFailures: new Counter({ name: 'conveyor_publish_failures_total', help: 'Task messages not confirmed (the task stays pending for the relay), by reason.', labelNames: ['reason'], registers }),
     brokerConnected: new Gauge({ name: 'conveyor_broker_connected', help: '1 while this process is connected to RabbitMQ.', registers }),
-    databaseUp: new Gauge({ name: 'conveyor_database_up', help: '1 when the last PostgreSQL query of this process succeeded.', registers }),
     cancelLatency: seconds('conveyor_task_cancel_latency_seconds', 'From a cancel request on a running task to the task ending cancelled.', ['type'], [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
     duplicateExecutions: new Counter({
       name: 'conveyor_task_duplicate_executions_total',
@@ -69,6 +68,7 @@ export function createControllerMetrics(metrics: Metrics) {
       registers,
     }),
     reconcileErrors: new Counter({ name: 'conveyor_reconcile_errors_total', help: 'Reconciles that failed and were retried.', labelNames: ['loop'], registers }),
+    maxReplicas: new Gauge({ name: 'conveyor_workerpool_max_replicas', help: 'The most replicas a WorkerPool may scale to.', labelNames: ['workerpool'], registers }),
     leader: new Gauge({ name: 'conveyor_controller_leader', help: '1 while this replica holds the controller Lease.', registers }),
   };
 }
@@ -77,7 +77,7 @@ export type ControllerMetrics = ReturnType<typeof createControllerMetrics>;
 
 /**
  * Gauges read from the tasks table: tasks by status and the outbox. Read at most once per `cacheMs` whatever
- * the scrape rate, so a busy Prometheus does not turn into a stream of counts. The database gauge follows the read.
+ * the scrape rate, so a busy Prometheus does not turn into a stream of counts.
  */
 export function observeTaskTable(
   metrics: Metrics,
@@ -87,12 +87,8 @@ export function observeTaskTable(
   let cached: { at: number; value: Awaited<ReturnType<typeof read>> } | null = null;
   const snapshot = async () => {
     if (cached && Date.now() - cached.at < cacheMs) return cached.value;
-    try {
-      cached = { at: Date.now(), value: await read() };
-      metrics.databaseUp.set(1);
-    } catch {
-      metrics.databaseUp.set(0);
-    }
+    // While PostgreSQL is unreachable the last counts stand; conveyor_database_up tells the outage.
+    cached = await read().then((value) => ({ at: Date.now(), value }), () => cached);
     return cached?.value ?? null;
   };
   const registers = [metrics.registry];

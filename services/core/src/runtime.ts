@@ -3,6 +3,7 @@ import { Database } from './db/database.ts';
 import { pingDatabase } from './db/pool.ts';
 import type { Component } from './lifecycle.ts';
 import type { Logger } from './log.ts';
+import { Gauge } from 'prom-client';
 import type { Metrics } from './metrics.ts';
 import { Broker } from './queue/broker.ts';
 import { Publisher } from './queue/publisher.ts';
@@ -22,6 +23,16 @@ export function createRuntime(config: Config, log: Logger, connectionName: strin
   const database = new Database(config, connectionName, log);
   const broker = new Broker({ url: config.amqpUrl, connectionName, metrics }, log);
   const publisher = new Publisher({ broker, queue: config.tasksQueue, confirmTimeoutMs: config.publishTimeoutMs, metrics }, log);
+  if (metrics) {
+    new Gauge({
+      name: 'conveyor_database_up',
+      help: '1 when PostgreSQL answers this process (checked at each scrape).',
+      registers: [metrics.registry],
+      async collect() {
+        this.set(await Promise.resolve().then(() => pingDatabase(database.pool)).then(() => 1, () => 0));
+      },
+    });
+  }
   return {
     database,
     broker,

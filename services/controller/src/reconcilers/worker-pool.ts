@@ -97,6 +97,7 @@ export class WorkerPoolReconciler {
     const desired = desiredReplicas(spec, backlog.total);
     const target = this.#target(key, spec, current, desired, Date.now());
     this.#deps.metrics.desiredReplicas.set({ workerpool: key }, desired);
+    this.#deps.metrics.maxReplicas.set({ workerpool: key }, spec.maxReplicas);
     let lastScaleTime = pool.status?.lastScaleTime;
     if (target !== current) {
       await this.#scale(pool, spec, current, target, backlog);
