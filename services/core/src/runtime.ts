@@ -3,6 +3,7 @@ import { Database } from './db/database.ts';
 import { pingDatabase } from './db/pool.ts';
 import type { Component } from './lifecycle.ts';
 import type { Logger } from './log.ts';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Gauge } from 'prom-client';
 import type { Metrics } from './metrics.ts';
 import { Broker } from './queue/broker.ts';
@@ -29,7 +30,9 @@ export function createRuntime(config: Config, log: Logger, connectionName: strin
       help: '1 when PostgreSQL answers this process (checked at each scrape).',
       registers: [metrics.registry],
       async collect() {
-        this.set(await Promise.resolve().then(() => pingDatabase(database.pool)).then(() => 1, () => 0));
+        // A hung database must not hang the scrape: no answer within a second counts as down.
+        const ping = Promise.resolve().then(() => pingDatabase(database.pool)).then(() => 1, () => 0);
+        this.set(await Promise.race([ping, delay(1_000, 0, { ref: false })]));
       },
     });
   }
