@@ -68,6 +68,7 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
     '/api/v1/tasks',
     '/api/v1/tasks/{id}',
     '/api/v1/tasks/{id}/cancel',
+    '/api/v1/tasks/{id}/events',
     '/api/v1/tasks/{id}/retry',
     '/healthz',
     '/readyz',
@@ -77,6 +78,7 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
   assert.equal(operations('/api/v1/tasks/{id}'), ['delete', 'get']);
   assert.equal(operations('/api/v1/tasks/{id}/cancel'), ['post']);
   assert.equal(operations('/api/v1/tasks/{id}/retry'), ['post']);
+  assert.equal(operations('/api/v1/tasks/{id}/events'), ['get']);
   // DELETE works in every status now; a documented 409 would send clients looking for a conflict that never comes.
   assert.equal(Object.keys(res.body.paths['/api/v1/tasks/{id}'].delete.responses).sort(), ['204', '400', '404']);
   assert.ok(res.body.paths['/api/v1/tasks'].post.responses['200'], 'a repeated idempotency key answers 200');

@@ -1,10 +1,36 @@
 import { type DatabasePool, type SerializableValue, sql } from 'slonik';
-import { z } from 'zod';
 import { TaskConflict, TaskNotFound } from '../errors.ts';
 import type { Backoff } from '../tasks/backoff.ts';
-import { type Task, type TaskError, type TaskEvent, TaskEventSchema, TaskSchema } from '../tasks/model.ts';
+import type { Task, TaskError, TaskEvent } from '../tasks/model.ts';
 import { type Edge, FINISHED_STATUSES, type TaskStatus, TaskStatus as Status, Transition } from '../tasks/state.ts';
 import { translated } from './errors.ts';
+import {
+  ANY_ROW,
+  backlogRow,
+  cancelled,
+  claimed,
+  countRow,
+  type Event,
+  eventRow,
+  type Fragment,
+  heartbeatRow,
+  holds,
+  idRow,
+  iso,
+  LEASE_RELEASED,
+  logged,
+  ms,
+  outboxRow,
+  RELAY_SETTLE_MS,
+  statusCountRow,
+  statuses,
+  statusRow,
+  task,
+  TASK_COLUMNS,
+  transition,
+  UTC_NOW,
+  workerRow,
+} from './task-sql.ts';
 
 export type NewTask = {
   id: string;
@@ -32,83 +58,6 @@ export type ClaimedTask = Task & { leaseToken: string };
 
 /** A worker's hold on a running attempt. */
 export type Lease = { id: string; leaseToken: string };
-
-const TASK_COLUMNS = sql.fragment`
-  id, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error, errors, backoff,
-  timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey", retention_ms::float8 AS "retentionMs",
-  run_at AS "runAt", cancel_requested_at IS NOT NULL AS "cancelRequested", worker_id AS "workerId",
-  lease_expires_at AS "leaseExpiresAt", created_at AS "createdAt", updated_at AS "updatedAt",
-  started_at AS "startedAt", finished_at AS "finishedAt"`;
-
-const task = sql.type(TaskSchema);
-const claimed = sql.type(TaskSchema.extend({ leaseToken: z.uuid() }));
-const cancelled = sql.type(TaskSchema.extend({ cancelLatencySeconds: z.number() }));
-const idRow = sql.type(z.object({ id: z.uuid() }));
-const statusRow = sql.type(z.object({ status: z.enum(Status) }));
-const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
-const countRow = sql.type(z.object({ count: z.number() }));
-const eventRow = sql.type(TaskEventSchema);
-const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));
-const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
-const statusCountRow = sql.type(z.object({ status: z.string(), count: z.number() }));
-const outboxRow = sql.type(z.object({ due: z.number(), oldestSeconds: z.number() }));
-
-const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
-const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;
-
-type Fragment = ReturnType<typeof sql.fragment>;
-
-/** A timestamp in the ISO form the API speaks (UTC, `Z`), for timestamps written inside jsonb. */
-const iso = (timestamp: Fragment) => sql.fragment`to_char(${timestamp} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
-const UTC_NOW = iso(sql.fragment`now()`);
-
-/** How long the relay leaves a just-stored task to the submit that is publishing it. */
-const RELAY_SETTLE_MS = 2_000;
-
-/** What happened to a task, as its history (`task_events`) records it. */
-export type EventKind =
-  | 'submitted'
-  | 'published'
-  | 'started'
-  | 'completed'
-  | 'attempt_failed'
-  | 'failed'
-  | 'cancel_requested'
-  | 'cancelled'
-  | 'handed_back'
-  | 'worker_lost'
-  | 'republished'
-  | 'rerun';
-
-type Event = { kind: EventKind; detail?: Fragment | ReturnType<typeof sql.jsonb> };
-
-/**
- * Runs a statement that writes task rows (`… RETURNING *`) and appends one event per written row in the same
- * statement, so a task's history can never disagree with it. `detail` may read the written row's columns.
- */
-function logged(statement: Fragment, event: Event, columns: Fragment = TASK_COLUMNS): Fragment {
-  return sql.fragment`
-    WITH changed AS (${statement} RETURNING *),
-    logged AS (
-      INSERT INTO task_events (task_id, kind, attempt, worker_id, detail)
-      SELECT id, ${event.kind}, attempts, worker_id, ${event.detail ?? sql.fragment`'{}'::jsonb`} FROM changed
-    )
-    SELECT ${columns} FROM changed`;
-}
-
-/** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
-function transition(edge: Edge, id: string, set: Fragment, guard: Fragment, event: Event) {
-  return task`${logged(
-    sql.fragment`UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
-      WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${guard}`,
-    event,
-  )}`;
-}
-
-const ANY_ROW = sql.fragment`TRUE`;
-
-const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
-const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;
 
 /**
  * Every read and write of the `tasks` table. Methods that change a task's status return `null` when the task

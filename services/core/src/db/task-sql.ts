@@ -1,0 +1,84 @@
+// The SQL the tasks repository is built from: the task row as the API shows it, typed result rows, and the
+// two statement shapes every write goes through (a status compare-and-set, and a history event appended in
+// the same statement).
+import { sql } from 'slonik';
+import { z } from 'zod';
+import { TaskEventSchema, TaskSchema } from '../tasks/model.ts';
+import { type Edge, type TaskStatus, TaskStatus as Status } from '../tasks/state.ts';
+
+export const TASK_COLUMNS = sql.fragment`
+  id, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error, errors, backoff,
+  timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey", retention_ms::float8 AS "retentionMs",
+  run_at AS "runAt", cancel_requested_at IS NOT NULL AS "cancelRequested", worker_id AS "workerId",
+  lease_expires_at AS "leaseExpiresAt", created_at AS "createdAt", updated_at AS "updatedAt",
+  started_at AS "startedAt", finished_at AS "finishedAt"`;
+
+export const task = sql.type(TaskSchema);
+export const claimed = sql.type(TaskSchema.extend({ leaseToken: z.uuid() }));
+export const cancelled = sql.type(TaskSchema.extend({ cancelLatencySeconds: z.number() }));
+export const idRow = sql.type(z.object({ id: z.uuid() }));
+export const statusRow = sql.type(z.object({ status: z.enum(Status) }));
+export const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
+export const countRow = sql.type(z.object({ count: z.number() }));
+export const eventRow = sql.type(TaskEventSchema);
+export const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));
+export const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
+export const statusCountRow = sql.type(z.object({ status: z.string(), count: z.number() }));
+export const outboxRow = sql.type(z.object({ due: z.number(), oldestSeconds: z.number() }));
+
+export const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
+export const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;
+
+export type Fragment = ReturnType<typeof sql.fragment>;
+
+/** A timestamp in the ISO form the API speaks (UTC, `Z`), for timestamps written inside jsonb. */
+export const iso = (timestamp: Fragment) => sql.fragment`to_char(${timestamp} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+export const UTC_NOW = iso(sql.fragment`now()`);
+
+/** How long the relay leaves a just-stored task to the submit that is publishing it. */
+export const RELAY_SETTLE_MS = 2_000;
+
+/** What happened to a task, as its history (`task_events`) records it. */
+export type EventKind =
+  | 'submitted'
+  | 'published'
+  | 'started'
+  | 'completed'
+  | 'attempt_failed'
+  | 'failed'
+  | 'cancel_requested'
+  | 'cancelled'
+  | 'handed_back'
+  | 'worker_lost'
+  | 'republished'
+  | 'rerun';
+
+export type Event = { kind: EventKind; detail?: Fragment | ReturnType<typeof sql.jsonb> };
+
+/**
+ * Runs a statement that writes task rows (`… RETURNING *`) and appends one event per written row in the same
+ * statement, so a task's history can never disagree with it. `detail` may read the written row's columns.
+ */
+export function logged(statement: Fragment, event: Event, columns: Fragment = TASK_COLUMNS): Fragment {
+  return sql.fragment`
+    WITH changed AS (${statement} RETURNING *),
+    logged AS (
+      INSERT INTO task_events (task_id, kind, attempt, worker_id, detail)
+      SELECT id, ${event.kind}, attempts, worker_id, ${event.detail ?? sql.fragment`'{}'::jsonb`} FROM changed
+    )
+    SELECT ${columns} FROM changed`;
+}
+
+/** The compare-and-set every status change goes through: it applies only while the row is in one of `edge.from`. */
+export function transition(edge: Edge, id: string, set: Fragment, guard: Fragment, event: Event) {
+  return task`${logged(
+    sql.fragment`UPDATE tasks SET status = ${edge.to}, updated_at = now(), ${set}
+      WHERE id = ${id} AND status = ANY(${statuses(edge.from)}) AND ${guard}`,
+    event,
+  )}`;
+}
+
+export const ANY_ROW = sql.fragment`TRUE`;
+
+export const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
+export const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;
