@@ -53,7 +53,7 @@ test('relayDuePending hands over due pending tasks highest priority first, then 
   const middle = await rig.insert({ priority: 5 });
   const highLater = await rig.insert({ priority: 9 });
   const queued = await rig.insert({ priority: 9 });
-  await rig.repo.markQueued([queued.id]);
+  await rig.repo.markQueued([queued]);
   const notDue = await rig.insert({ priority: 9, runAt: new Date(Date.now() + 3_600_000).toISOString() });
   await rig.storedEarlier([low.id, high.id, middle.id, highLater.id, notDue.id]);
 

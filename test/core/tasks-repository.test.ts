@@ -244,11 +244,11 @@ test('listTasks pages with beforeId without duplicates or gaps', async ({ repo }
 test('markQueued moves pending tasks only and returns them', async ({ repo }) => {
   const pending = await insert(repo);
   const alreadyQueued = await insert(repo);
-  assert.is((await repo.markQueued([alreadyQueued.id])).length, 1);
+  assert.is((await repo.markQueued([alreadyQueued])).length, 1);
   const running = await claimed(repo);
   const failed = await finished(repo, 'failed');
 
-  const moved = await repo.markQueued([pending.id, alreadyQueued.id, running.id, failed.id, MISSING_ID]);
+  const moved = await repo.markQueued([pending, alreadyQueued, running, failed, { id: MISSING_ID, attempts: 0 }]);
   assert.equal(moved.map((t) => [t.id, t.status]), [[pending.id, TaskStatus.queued]]);
   assert.equal(await repo.getTask(pending.id), moved[0], 'the returned row is the stored one');
   assert.is((await repo.getTask(alreadyQueued.id)).status, TaskStatus.queued);
@@ -316,7 +316,7 @@ claims('claimTask takes a pending or queued task for one attempt, under a lease 
   assert.equal(await repo.getTask(pending.id), stored, 'the token is the worker\'s alone: a read does not show it');
 
   const queued = await insert(repo);
-  await repo.markQueued([queued.id]);
+  await repo.markQueued([queued]);
   const second = await repo.claimTask(queued.id, 'worker-b', 5_000);
   assert.is(second?.status, TaskStatus.in_progress);
   assert.is(second?.attempts, 1);
@@ -335,7 +335,7 @@ claims('every claim gets a new lease token', async ({ repo }) => {
 claims('two concurrent claims of one task: exactly one wins', async ({ repo }) => {
   for (let round = 0; round < 5; round++) {
     const task = await insert(repo);
-    if (round % 2 === 1) await repo.markQueued([task.id]);
+    if (round % 2 === 1) await repo.markQueued([task]);
     const results = await Promise.all([repo.claimTask(task.id, 'w1', LEASE_MS), repo.claimTask(task.id, 'w2', LEASE_MS)]);
     const winners = results.filter((r) => r !== null);
     assert.is(winners.length, 1, `round ${round}: one claim wins`);
@@ -374,7 +374,7 @@ claims('claimTask leaves a task alone until its run_at', async ({ repo, db }) =>
 claims('claimTask refuses a task whose cancel was requested', async ({ repo, db }) => {
   // However a cancel request comes to sit on a task no worker runs (a race with a hand-back, say), no worker may start it.
   const task = await insert(repo);
-  await repo.markQueued([task.id]);
+  await repo.markQueued([task]);
   await db.query('UPDATE tasks SET cancel_requested_at = now() WHERE id = $1', [task.id]);
   assert.is(await repo.claimTask(task.id, WORKER, LEASE_MS), null);
   const after = await repo.getTask(task.id);
@@ -524,7 +524,7 @@ clients('cancelTask: a task no worker runs is cancelled at once, a running one i
   assert.equal(await repo.getTask(pending.id), now.task);
 
   const queued = await insert(repo);
-  await repo.markQueued([queued.id]);
+  await repo.markQueued([queued]);
   assert.equal([(await repo.cancelTask(queued.id)).outcome, (await repo.getTask(queued.id)).status], ['cancelled', TaskStatus.cancelled]);
 
   const running = await claimed(repo);
@@ -604,7 +604,7 @@ clients('rerunTask starts a failed or cancelled task over, keeping its errors', 
 
 clients('rerunTask refuses a task that is not failed or cancelled, and a missing one', async ({ repo }) => {
   const queued = await insert(repo);
-  await repo.markQueued([queued.id]);
+  await repo.markQueued([queued]);
   const cases: [string, Task][] = [
     ['pending', await insert(repo)],
     ['queued', await repo.getTask(queued.id)],
@@ -622,7 +622,7 @@ clients('rerunTask refuses a task that is not failed or cancelled, and a missing
 
 clients('deleteTask removes a task in any status and returns the status it had', async ({ repo }) => {
   const queued = await insert(repo);
-  await repo.markQueued([queued.id]);
+  await repo.markQueued([queued]);
   const running = await claimed(repo);
   const tasks: [TaskStatus, string][] = [
     [TaskStatus.pending, (await insert(repo)).id],
@@ -721,7 +721,7 @@ maintenance('concurrent reapers settle each expired lease exactly once', async (
 maintenance('republishStaleQueued sends tasks queued for too long back to pending, oldest first, in batches', async ({ repo, db }) => {
   const queue = async () => {
     const task = await insert(repo);
-    await repo.markQueued([task.id]);
+    await repo.markQueued([task]);
     return task;
   };
   const stale = [await queue(), await queue(), await queue()];

@@ -1,4 +1,7 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import Router from '@koa/router';
+
+const READINESS_TIMEOUT_MS = 2_000;
 import type { DatabasePool } from '../../../core/src/db/pool.ts';
 import { pingDatabase } from '../../../core/src/db/pool.ts';
 import type { Broker } from '../../../core/src/queue/broker.ts';
@@ -14,10 +17,14 @@ export function healthRouter(deps: HealthDeps): Router {
   });
 
   router.get('/readyz', async (ctx) => {
-    const database = await pingDatabase(deps.pool).then(
-      () => 'up' as const,
-      () => 'down' as const,
-    );
+    // A silently partitioned database never answers: no answer within the limit counts as down.
+    const database = await Promise.race([
+      pingDatabase(deps.pool).then(
+        () => 'up' as const,
+        () => 'down' as const,
+      ),
+      delay(READINESS_TIMEOUT_MS, 'down' as const, { ref: false }),
+    ]);
     const broker = deps.broker.connected ? ('up' as const) : ('down' as const);
     const checks = { database, broker };
     if (deps.isShuttingDown()) {

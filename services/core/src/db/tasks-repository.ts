@@ -118,13 +118,20 @@ export class TasksRepository {
     );
   }
 
-  /** Records the broker's confirm for these tasks; returns those moved (a worker may have claimed some already). */
-  async markQueued(ids: readonly string[]): Promise<readonly Task[]> {
-    if (ids.length === 0) return [];
+  /**
+   * Records the broker's confirm for these tasks, as the publisher saw them; returns those moved. A task whose
+   * attempt count changed since (a worker claimed it, and perhaps already failed it back to `pending` for a
+   * retry) is left alone: its confirmed message was for an earlier state.
+   */
+  async markQueued(tasks: readonly Pick<Task, 'id' | 'attempts'>[]): Promise<readonly Task[]> {
+    if (tasks.length === 0) return [];
+    const ids = sql.array(tasks.map((t) => t.id), 'uuid');
+    const attempts = sql.array(tasks.map((t) => t.attempts), 'int4');
     return translated(() =>
       this.#pool.any(task`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
-          WHERE id = ANY(${sql.array([...ids], 'uuid')}) AND status = ANY(${statuses(Transition.publish.from)})`,
+          WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
+            AND status = ANY(${statuses(Transition.publish.from)})`,
         { kind: 'published' },
       )}`),
     );

@@ -104,6 +104,10 @@ export class Broker {
   async reconnect(reason: unknown): Promise<void> {
     const model = this.#model;
     if (!model || this.#closed) return;
+    // amqplib closes every channel just before the connection itself: wait a tick, and say nothing if it was
+    // the connection going (its own 'disconnect' reports the outage, once).
+    await new Promise((resolve) => setImmediate(resolve));
+    if (this.#model !== model || this.#closed) return;
     this.#log.warn({ err: reason instanceof Error ? reason.message : String(reason) }, 'RabbitMQ channel lost, reconnecting');
     await model.close().catch(() => undefined);
   }

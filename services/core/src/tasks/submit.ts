@@ -41,13 +41,14 @@ export async function publishTask(deps: SubmitDeps, task: Task, log: Logger): Pr
   }
   let marked: readonly Task[];
   try {
-    marked = await deps.repository.markQueued([task.id]);
+    marked = await deps.repository.markQueued([task]);
   } catch (error) {
     // The message is out; a worker claims a `pending` task just as well, so this costs nothing but the label.
     log.warn({ err: (error as Error).message }, 'task published but could not be marked queued');
     return task;
   }
   log.debug('task published');
-  // Nothing marked: a worker claimed the task between the confirm and our update, so read what it is now.
-  return marked[0] ?? (await deps.repository.findTask(task.id)) ?? task;
+  // Nothing marked: a worker claimed the task between the confirm and our update, so read what it is now
+  // (the task is stored either way, so a failed read must not turn the answer into an error).
+  return marked[0] ?? (await deps.repository.findTask(task.id).catch(() => null)) ?? task;
 }
