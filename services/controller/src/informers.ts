@@ -4,6 +4,7 @@ import { GROUP, type Kube, keyOf, VERSION } from './kube.ts';
 
 const INITIAL_RESTART_MS = 1_000;
 const MAX_RESTART_MS = 30_000;
+const QUIET_RESET_MS = 60_000;
 
 export type Watched = { plural: string; onKey: (key: string) => void; onDelete: (key: string) => void };
 
@@ -16,6 +17,7 @@ export class ResourceInformer<T extends KubernetesObject> {
   readonly #informer;
   readonly #log: Logger;
   #backoff = INITIAL_RESTART_MS;
+  #lastErrorAt = 0;
   #stopped = false;
   #restart: NodeJS.Timeout | null = null;
 
@@ -44,20 +46,18 @@ export class ResourceInformer<T extends KubernetesObject> {
 
   #scheduleRestart(error: unknown): void {
     if (this.#stopped || this.#restart) return;
+    // client-node's start() resolves even when its list or watch then fails, so success cannot be seen there:
+    // the backoff starts over only after a quiet spell without errors.
+    const now = Date.now();
+    if (now - this.#lastErrorAt > QUIET_RESET_MS) this.#backoff = INITIAL_RESTART_MS;
+    this.#lastErrorAt = now;
     const wait = this.#backoff;
     this.#backoff = Math.min(MAX_RESTART_MS, this.#backoff * 2);
     this.#log.warn({ err: (error as Error)?.message ?? String(error), retryInMs: wait }, 'watch failed, restarting');
     this.#restart = setTimeout(() => {
       this.#restart = null;
       if (this.#stopped) return;
-      // start() resolves once the relist succeeded: only then is the API server back (the informer's
-      // 'connect' fires before every list attempt, failed ones too).
-      this.#informer.start().then(
-        () => {
-          this.#backoff = INITIAL_RESTART_MS;
-        },
-        (failure: unknown) => this.#scheduleRestart(failure),
-      );
+      this.#informer.start().catch((failure: unknown) => this.#scheduleRestart(failure));
     }, wait);
   }
 

@@ -46,10 +46,13 @@ export class LeaderElector {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
-      const held = await this.#tryAcquireOrRenew().catch((error: unknown) => {
+      // A round that gets no answer (a silent partition) counts as lost once the renew interval is over: the
+      // step-down below must not wait on a request that may never return.
+      const round = this.#tryAcquireOrRenew().catch((error: unknown) => {
         this.#log.debug({ err: (error as Error).message }, 'lease round failed');
         return false;
       });
+      const held = await Promise.race([round, delay(this.#options.renewIntervalMs, false, { ref: false })]);
       if (held) this.#lastRenew = Date.now();
       // Step down well before a standby may take over (it waits the whole lease duration), as client-go's renew deadline does.
       const expired = Date.now() - this.#lastRenew > (this.#options.leaseDurationMs * 2) / 3;
@@ -113,14 +116,17 @@ export class LeaderElector {
     await this.#loop;
     if (!this.#leading) return;
     this.#setLeading(false);
-    const { api, namespace, name, identity } = this.#options;
-    try {
+    const { api, namespace, name, identity, renewIntervalMs } = this.#options;
+    const release = async () => {
       const lease = await api.readNamespacedLease({ name, namespace });
       if (lease.spec?.holderIdentity !== identity) return;
       lease.spec = { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1 };
       await api.replaceNamespacedLease({ name, namespace, body: lease });
-    } catch (error) {
-      this.#log.warn({ err: (error as Error).message }, 'could not release the lease; it will expire');
+    };
+    const timeout = delay(renewIntervalMs, 'timeout' as const, { ref: false });
+    const outcome = await Promise.race([release().then(() => 'released' as const), timeout]).catch((error: unknown) => error);
+    if (outcome !== 'released') {
+      this.#log.warn({ err: outcome instanceof Error ? outcome.message : outcome }, 'could not release the lease; it will expire');
     }
   }
 }

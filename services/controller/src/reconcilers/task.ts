@@ -90,6 +90,9 @@ export class TaskReconciler {
       await this.#patch(resource, { metadata: { finalizers: [...finalizers, TASK_FINALIZER], resourceVersion: resource.metadata?.resourceVersion } });
     }
     const taskId = resource.status?.taskId;
+    // A refused spec cannot change (the CRD makes it immutable): it was reported once, for this generation.
+    const refused = resource.status?.conditions?.some((c) => c.type === 'Accepted' && c.status === 'False');
+    if (!taskId && refused && resource.status?.observedGeneration === resource.metadata?.generation) return;
     const task = taskId ? await this.#deps.repository.findTask(taskId) : await this.#submit(resource);
     if (!task) {
       // Deleted through the API or swept by retention: the resource keeps its last status; its TTL still applies.
