@@ -2,7 +2,9 @@
 CREATE TABLE task_events (
   id         bigserial PRIMARY KEY,
   task_id    uuid NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
-  at         timestamptz NOT NULL DEFAULT now(),
+  -- clock_timestamp(), not now(): the time the event is written, so that times follow the id order even when
+  -- concurrent transactions (a claim and a publish confirm) write events for one task.
+  at         timestamptz NOT NULL DEFAULT clock_timestamp(),
   kind       text NOT NULL,
   attempt    integer NOT NULL,
   worker_id  text,
