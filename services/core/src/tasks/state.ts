@@ -3,17 +3,17 @@
  * {@link TRANSITIONS}; the repository builds each conditional UPDATE from this table.
  */
 export const TaskStatus = Object.freeze({
-  /** Stored in PostgreSQL, not yet confirmed by RabbitMQ (the broker may be down). */
+  /** Stored in PostgreSQL, waiting for its `runAt` (a delay, a retry's backoff) or for RabbitMQ's confirm. */
   pending: 'pending',
   /** Published: RabbitMQ confirmed the message and holds it until a worker takes it. */
   queued: 'queued',
   /** Claimed by a worker, which is running the handler. */
   in_progress: 'in_progress',
-  /** The handler returned; `result` holds its value. Terminal. */
+  /** The handler returned; `result` holds its value. Final. */
   completed: 'completed',
-  /** The handler threw on its last allowed attempt; `error` says why. Terminal. */
+  /** The last allowed attempt threw, timed out or lost its worker; `errors` says why. Final unless a client retries it. */
   failed: 'failed',
-  /** Stopped by a client before it ran. Terminal. */
+  /** Cancelled by a client, before or while it ran. Final unless a client retries it. */
   cancelled: 'cancelled',
 } as const);
 
