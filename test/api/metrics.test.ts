@@ -120,10 +120,10 @@ test('the parser reads HELP/TYPE, escaped label values, histograms, and refuses 
 test('API /metrics: every metric typed, documented, prefixed and labelled service=api; GC and heap are reported', async (ctx) => {
   const before = await apiMetrics(ctx);
   assertFamilies(before, 'api', { ...FAMILIES, ...API_ONLY });
-  assert.is(before.only('conveyor_broker_connected'), 1);
-  const lag = before.only('conveyor_nodejs_eventloop_lag_seconds');
+  assert.is(before.single('conveyor_broker_connected'), 1);
+  const lag = before.single('conveyor_nodejs_eventloop_lag_seconds');
   assert.ok(Number.isFinite(lag) && lag >= 0, `event-loop lag ${lag}`);
-  assert.ok(before.only('conveyor_nodejs_heap_size_used_bytes') > 1_000_000);
+  assert.ok(before.single('conveyor_nodejs_heap_size_used_bytes') > 1_000_000);
   // Garbage enough for several young-generation collections, which the GC histogram must count.
   let kept = 0;
   for (let i = 0; i < 3_000; i++) kept += new Array(10_000).fill(i).length;
@@ -138,9 +138,9 @@ test('worker probe port: /healthz and /readyz ok, /metrics labelled service=work
   assert.is((await request(workerUrl(ctx), 'GET', '/nothing')).status, 404);
   const metrics = await workerMetrics(ctx);
   assertFamilies(metrics, 'worker', FAMILIES);
-  assert.is(metrics.only('conveyor_worker_concurrency'), 2);
-  assert.is(metrics.only('conveyor_worker_inflight_tasks'), 0);
-  assert.is(metrics.only('conveyor_broker_connected'), 1);
+  assert.is(metrics.single('conveyor_worker_concurrency'), 2);
+  assert.is(metrics.single('conveyor_worker_inflight_tasks'), 0);
+  assert.is(metrics.single('conveyor_broker_connected'), 1);
 });
 
 test('completed, failed, retried and timed-out tasks move submit, HTTP, outcome, retry, wait/run and publish metrics exactly', async (ctx) => {
@@ -180,7 +180,7 @@ test('completed, failed, retried and timed-out tasks move submit, HTTP, outcome,
   ]);
   const slept = delta(worker0, worker1, 'conveyor_task_run_seconds_sum', { type: 'sleep', outcome: 'timed_out' });
   assert.ok(slept >= 0.3 && slept < 5, `the timed-out attempt ran ${slept} s, its 300 ms timeout and a little`);
-  assert.is(worker1.only('conveyor_worker_inflight_tasks'), 0);
+  assert.is(worker1.single('conveyor_worker_inflight_tasks'), 0);
 });
 
 test('a running task shows in flight and heartbeats; its cancel counts as cancelled with its latency', async (ctx) => {
@@ -190,7 +190,7 @@ test('a running task shows in flight and heartbeats; its cancel counts as cancel
   // TASK_LEASE_MS 1000: a heartbeat every 333 ms while the task runs.
   await eventually(async () => {
     const now = await workerMetrics(ctx);
-    return now.only('conveyor_worker_inflight_tasks') === 1 && delta(worker0, now, 'conveyor_worker_heartbeats_total') >= 2;
+    return now.single('conveyor_worker_inflight_tasks') === 1 && delta(worker0, now, 'conveyor_worker_heartbeats_total') >= 2;
   }, 5_000, 'one task in flight and two heartbeats');
   assert.is((await request(ctx.baseUrl, 'POST', `${TASKS}/${id}/cancel`)).status, 202);
   await allIn(ctx.db, [id], ['cancelled']);
@@ -199,7 +199,7 @@ test('a running task shows in flight and heartbeats; its cancel counts as cancel
     ['conveyor_task_outcomes_total', { type: 'sleep', outcome: 'cancelled' }, 1], ['conveyor_task_outcomes_total', {}, 1],
     ['conveyor_task_cancel_latency_seconds_count', { type: 'sleep' }, 1], ['conveyor_task_run_seconds_count', { type: 'sleep', outcome: 'cancelled' }, 1],
   ]);
-  assert.is(worker1.only('conveyor_worker_inflight_tasks'), 0);
+  assert.is(worker1.single('conveyor_worker_inflight_tasks'), 0);
   assertDeltas(api0, api1, [['conveyor_http_requests_total', { method: 'POST', route: `${TASKS}/:id/cancel`, status: '202' }, 1]]);
 });
 
@@ -224,17 +224,17 @@ test('refused submits count by reason (422, 415, 400, 413) and status, never as 
 test('with RabbitMQ unreachable, submits wait in the outbox gauges; the table is read at most once per cache period', async (ctx) => {
   for (let n = 0; n < 3; n++) await submit(ctx.outboxUrl, { type: 'echo', payload: { n } });
   const first = await scrape(`${ctx.outboxUrl}/metrics`);
-  assert.is(first.only('conveyor_broker_connected'), 0);
-  assert.is(first.only('conveyor_outbox_pending_tasks'), 3);
-  assert.is(first.only('conveyor_tasks', { status: 'pending' }), 3);
-  assert.ok(first.only('conveyor_outbox_oldest_pending_age_seconds') > 0);
+  assert.is(first.single('conveyor_broker_connected'), 0);
+  assert.is(first.single('conveyor_outbox_pending_tasks'), 3);
+  assert.is(first.single('conveyor_tasks', { status: 'pending' }), 3);
+  assert.ok(first.single('conveyor_outbox_oldest_pending_age_seconds') > 0);
   assert.is(first.sum('conveyor_publish_failures_total', { reason: 'disconnected' }), 3);
   assert.is(first.sum('conveyor_relay_published_total'), 0);
   assert.is((await request(ctx.outboxUrl, 'GET', '/readyz')).status, 503);
   await submit(ctx.outboxUrl, { type: 'echo', payload: { n: 3 } });
   // Moments later, well inside the 10 s cache: the gauges still show the first read, not a new count.
   const second = await scrape(`${ctx.outboxUrl}/metrics`);
-  assert.is(second.only('conveyor_outbox_pending_tasks'), 3);
+  assert.is(second.single('conveyor_outbox_pending_tasks'), 3);
   assert.is(second.sum('conveyor_publish_failures_total', { reason: 'disconnected' }), 4);
 });
 
@@ -272,22 +272,22 @@ test('conveyor_tasks{status} and the outbox gauges follow the tasks table once t
   const counts = new Map(rows.map((row) => [row.status, row.n]));
   // The earlier tests left over a hundred completed tasks, three failed (two fail tasks and the timed-out sleep), one cancelled.
   assert.equal([(counts.get('completed') ?? 0) > 100, counts.get('failed'), counts.get('cancelled')], [true, 3, 1]);
-  const matches = (e: Exposition) => TASK_STATUSES.every((status) => e.only('conveyor_tasks', { status }) === (counts.get(status) ?? 0));
+  const matches = (e: Exposition) => TASK_STATUSES.every((status) => e.single('conveyor_tasks', { status }) === (counts.get(status) ?? 0));
   await Promise.all([
     eventually(async () => matches(await apiMetrics(ctx)), 15_000, 'conveyor_tasks to match the table'),
-    eventually(async () => (await scrape(`${ctx.outboxUrl}/metrics`)).only('conveyor_outbox_pending_tasks') === 4, 15_000, 'the outbox gauge to count the fourth submit'),
+    eventually(async () => (await scrape(`${ctx.outboxUrl}/metrics`)).single('conveyor_outbox_pending_tasks') === 4, 15_000, 'the outbox gauge to count the fourth submit'),
   ]);
-  assert.is((await apiMetrics(ctx)).only('conveyor_outbox_pending_tasks'), 0);
+  assert.is((await apiMetrics(ctx)).single('conveyor_outbox_pending_tasks'), 0);
 });
 
 test('a healthy API reports conveyor_database_up 1 from its first scrape', async (ctx) => {
   const fresh = await ctx.world.startApi();
-  assert.is((await scrape(`${fresh.baseUrl}/metrics`)).only('conveyor_database_up'), 1);
+  assert.is((await scrape(`${fresh.baseUrl}/metrics`)).single('conveyor_database_up'), 1);
 });
 
 test('a worker reports conveyor_database_up 1 while PostgreSQL answers', async (ctx) => {
   assert.is((await request(workerUrl(ctx), 'GET', '/readyz')).status, 200, 'PostgreSQL answers the worker');
-  assert.is((await workerMetrics(ctx)).only('conveyor_database_up'), 1);
+  assert.is((await workerMetrics(ctx)).single('conveyor_database_up'), 1);
 });
 
 test('passwords in DATABASE_URL and AMQP_URL reach neither /metrics, /readyz nor any log line (LOG_LEVEL=debug)', async () => {

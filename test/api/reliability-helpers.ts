@@ -4,9 +4,8 @@ import pg from 'pg';
 import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Task } from '../../services/core/src/tasks/model.ts';
-import { FINISHED_STATUSES, type TaskStatus } from '../../services/core/src/tasks/state.ts';
 import type { WorkerService } from '../../services/worker/src/service.ts';
-import { eventually, type HttpResult, request, TestWorld } from '../support/system.ts';
+import { eventually, getTask, settled, taskIn, type HttpResult, request, TestWorld } from '../support/system.ts';
 
 export const TASKS = '/api/v1/tasks';
 const PROBLEM = 'application/problem+json';
@@ -57,35 +56,6 @@ export async function submit(baseUrl: string, body: Record<string, unknown>, hea
   return res.body;
 }
 
-export async function getTask(baseUrl: string, id: string): Promise<Task> {
-  const res = await request<Task>(baseUrl, 'GET', `${TASKS}/${id}`);
-  assert.is(res.status, 200, res.text);
-  return res.body;
-}
-
-export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutMs = 10_000): Promise<Task> {
-  return eventually(
-    async () => {
-      const task = await getTask(baseUrl, id);
-      return task.status === status && task;
-    },
-    timeoutMs,
-    `task ${id} to be ${status}`,
-  );
-}
-
-/** Waits for the task to end whichever way, so that a wrong outcome fails on its status rather than on a timeout. */
-export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
-  return eventually(
-    async () => {
-      const task = await getTask(baseUrl, id);
-      return FINISHED_STATUSES.includes(task.status) && task;
-    },
-    timeoutMs,
-    `task ${id} to finish`,
-  );
-}
-
 export function assertProblem(res: HttpResult, status: number, detail: RegExp): void {
   assert.is(res.status, status, res.text);
   assert.ok(res.headers.get('content-type')?.startsWith(PROBLEM), `content-type ${res.headers.get('content-type')}`);
@@ -106,3 +76,5 @@ export async function countRows(db: pg.Client): Promise<number> {
   const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks');
   return rows[0]?.n ?? 0;
 }
+
+export { getTask, settled, taskIn };

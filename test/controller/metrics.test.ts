@@ -65,7 +65,7 @@ const replicasOf = (ctx: Ctx) => (ctx.server.get('deployments.apps', NAMESPACE, 
 const scalePatches = (ctx: Ctx) => ctx.server.count({ verb: 'patch', resource: 'deployments.apps', subresource: 'scale' });
 
 test('the leading controller serves /healthz, /readyz and conveyor_controller_leader 1', async (ctx) => {
-  const metrics = await scrapeUntil(ctx.leader, (e) => e.only('conveyor_controller_leader') === 1, 'the controller to lead');
+  const metrics = await scrapeUntil(ctx.leader, (e) => e.single('conveyor_controller_leader') === 1, 'the controller to lead');
   assert.ok(ctx.leader.leader.leading);
   assert.is(metrics.family('conveyor_controller_leader').type, 'gauge');
   assert.equal((await request(probes(ctx.leader), 'GET', '/healthz')).body, { status: 'ok' });
@@ -79,8 +79,8 @@ test('a WorkerPool reports desired and current replicas and its backlog; each re
     (e) => e.sum('conveyor_workerpool_desired_replicas', { workerpool: POOL }) === 0 && e.samples('conveyor_workerpool_current_replicas', { workerpool: POOL }).length === 1,
     'the idle pool to be reconciled',
   );
-  assert.is(idle.only('conveyor_workerpool_current_replicas', { workerpool: POOL }), 0);
-  assert.is(idle.only('conveyor_backlog_tasks', { queue: ctx.world.env['TASKS_QUEUE'] as string }), 0);
+  assert.is(idle.single('conveyor_workerpool_current_replicas', { workerpool: POOL }), 0);
+  assert.is(idle.single('conveyor_backlog_tasks', { queue: ctx.world.env['TASKS_QUEUE'] as string }), 0);
   assert.is(idle.family('conveyor_reconcile_duration_seconds').type, 'histogram');
   // pollIntervalSeconds 1: the pool is reconciled again every second, and each pass is observed.
   const later = await scrapeUntil(ctx.leader, (e) => delta(idle, e, 'conveyor_reconcile_duration_seconds_count', { loop: 'workerpool', outcome: 'ok' }) >= 2, 'two more reconciles', 5_000);
@@ -97,9 +97,9 @@ test('a backlog scales the pool up, its draining back down, each change counted 
   }
   // Five queued tasks at two per replica: three replicas.
   await ctx.server.waitFor('deployments.apps', NAMESPACE, WORKERS, (d) => (d?.spec as { replicas?: number } | undefined)?.replicas === 3, 10_000);
-  const up = await scrapeUntil(ctx.leader, (e) => e.only('conveyor_workerpool_current_replicas', { workerpool: POOL }) === 3, 'current replicas 3');
-  assert.is(up.only('conveyor_workerpool_desired_replicas', { workerpool: POOL }), 3);
-  assert.is(up.only('conveyor_backlog_tasks', { queue: ctx.world.env['TASKS_QUEUE'] as string }), 5);
+  const up = await scrapeUntil(ctx.leader, (e) => e.single('conveyor_workerpool_current_replicas', { workerpool: POOL }) === 3, 'current replicas 3');
+  assert.is(up.single('conveyor_workerpool_desired_replicas', { workerpool: POOL }), 3);
+  assert.is(up.single('conveyor_backlog_tasks', { queue: ctx.world.env['TASKS_QUEUE'] as string }), 5);
   // The reconciler may have seen only some submits on one pass: every scale write is one event, all of them up.
   const upPatches = scalePatches(ctx) - patchesBefore;
   assert.ok(upPatches >= 1);
@@ -109,8 +109,8 @@ test('a backlog scales the pool up, its draining back down, each change counted 
   // A worker drains the queue (the autoscaler counts RabbitMQ's ready messages too, so deleting rows would not do).
   await ctx.world.startWorker();
   await ctx.server.waitFor('deployments.apps', NAMESPACE, WORKERS, (d) => (d?.spec as { replicas?: number } | undefined)?.replicas === 0, 10_000);
-  const down = await scrapeUntil(ctx.leader, (e) => e.only('conveyor_workerpool_current_replicas', { workerpool: POOL }) === 0, 'current replicas 0');
-  assert.is(down.only('conveyor_workerpool_desired_replicas', { workerpool: POOL }), 0);
+  const down = await scrapeUntil(ctx.leader, (e) => e.single('conveyor_workerpool_current_replicas', { workerpool: POOL }) === 0, 'current replicas 0');
+  assert.is(down.single('conveyor_workerpool_desired_replicas', { workerpool: POOL }), 0);
   // scaleDownStabilizationSeconds 0: one step down, straight to zero.
   assert.is(delta(up, down, 'conveyor_workerpool_scaling_events_total', { workerpool: POOL, direction: 'down' }), 1);
   assert.is(delta(up, down, 'conveyor_workerpool_scaling_events_total', { direction: 'up' }), 0);
@@ -120,19 +120,19 @@ test('a backlog scales the pool up, its draining back down, each change counted 
 test('the controller reports conveyor_broker_connected 1 and conveyor_database_up 1 while both answer', async (ctx) => {
   assert.is((await request(probes(ctx.leader), 'GET', '/readyz')).status, 200, 'PostgreSQL and RabbitMQ answer the controller');
   const metrics = await metricsOf(ctx.leader);
-  assert.is(metrics.only('conveyor_broker_connected'), 1);
-  assert.is(metrics.only('conveyor_database_up'), 1);
+  assert.is(metrics.single('conveyor_broker_connected'), 1);
+  assert.is(metrics.single('conveyor_database_up'), 1);
 });
 
 test('a standby reports conveyor_controller_leader 0 while the leader holds the Lease, then 1 and the pool once it leaves', async (ctx) => {
   const standby = await startController(ctx, 'controller-b');
   ctx.standby = standby;
   assert.ok(ctx.leader.leader.leading, 'the first controller still leads');
-  assert.is((await metricsOf(standby)).only('conveyor_controller_leader'), 0);
+  assert.is((await metricsOf(standby)).single('conveyor_controller_leader'), 0);
   // A standby keeps its caches warm but must not act: no pool gauges until it leads.
   assert.is((await metricsOf(standby)).samples('conveyor_workerpool_desired_replicas').length, 0);
   await ctx.leader.lifecycle.stop();
-  await scrapeUntil(standby, (e) => e.only('conveyor_controller_leader') === 1, 'the standby to take over', 10_000);
+  await scrapeUntil(standby, (e) => e.single('conveyor_controller_leader') === 1, 'the standby to take over', 10_000);
   assert.ok(standby.leader.leading);
   await scrapeUntil(standby, (e) => e.samples('conveyor_workerpool_desired_replicas', { workerpool: POOL }).length === 1, 'the new leader to reconcile the pool');
 });

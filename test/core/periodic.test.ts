@@ -5,6 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Periodic } from '../../services/core/src/periodic.ts';
 import { testLog } from '../support/system.ts';
+import { within } from '../support/wait.ts';
 
 const test = suite('core: periodic runs');
 
@@ -13,17 +14,7 @@ const BOUND_MS = 5_000;
 const NEVER = 600_000;
 
 /** Rejects when `promise` has not settled within `ms`, so that a missing run fails the test instead of hanging it. */
-async function within<T>(promise: Promise<T>, what: string, ms = BOUND_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const bounded = <T>(promise: Promise<T>, what: string, ms = BOUND_MS): Promise<T> => within(promise, ms, what);
 
 /**
  * A run function that records when each run starts and ends, lets a test await the n-th start or end, and
@@ -55,7 +46,7 @@ function recorder(body: (n: number) => Promise<boolean | void> = async () => und
     }
   };
   const until = (done: () => boolean, what: string) =>
-    within(new Promise<void>((resolve) => (done() ? resolve() : waiters.push({ done, resolve }))), what);
+    bounded(new Promise<void>((resolve) => (done() ? resolve() : waiters.push({ done, resolve }))), what);
   return {
     run,
     runs,
@@ -237,7 +228,7 @@ test('stop waits for the run in flight, and nothing runs after it', async () => 
   await timersFlushed();
   assert.not.ok(stopped, 'stop returned while a run was still going');
   held.open();
-  await within(Promise.all([stopping, again]), 'both stops to resolve');
+  await bounded(Promise.all([stopping, again]), 'both stops to resolve');
   assert.ok(job.runs[0]?.end !== undefined, 'the run ended before stop resolved');
 
   periodic.nudge();

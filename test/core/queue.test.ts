@@ -14,6 +14,7 @@ import { decodeTaskMessage, MAX_QUEUE_PRIORITY, type TaskMessage } from '../../s
 import { deleteQueues, freshQueueName, queueDepth } from '../support/isolation.ts';
 import { services } from '../support/services.ts';
 import { testLog } from '../support/system.ts';
+import { within } from '../support/wait.ts';
 
 type Ctx = { amqpUrl: string; raw: ChannelModel; queues: string[]; cleanups: (() => Promise<unknown>)[] };
 const test = suite<Ctx>('core: queue', {} as Ctx);
@@ -32,18 +33,6 @@ test.after(async (ctx) => {
   if (ctx.queues?.length) await within(deleteQueues(ctx.queues), 10_000, 'deleting the test queues');
 });
 
-/** Rejects when `promise` has not settled within `ms`, so that no test can hang on a missing event. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 function queue(ctx: Ctx): string {
   const name = freshQueueName();

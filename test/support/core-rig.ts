@@ -12,6 +12,7 @@ import type { Task } from '../../services/core/src/tasks/model.ts';
 import { deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from './isolation.ts';
 import { services } from './services.ts';
 import { testLog } from './system.ts';
+import { within } from './wait.ts';
 
 export type Connection = { broker: Broker; publisher: Publisher; connected: () => Promise<void> };
 
@@ -110,15 +111,4 @@ export class CoreRig {
   }
 }
 
-/** Rejects when `promise` has not settled within `ms`, so that no test can hang on a missing event. */
-export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { within } from './wait.ts';

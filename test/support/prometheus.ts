@@ -50,7 +50,7 @@ export class Exposition {
   }
 
   /** The value of exactly one matching sample (a gauge must be there, not absent). */
-  only(name: string, match: Labels = {}): number {
+  single(name: string, match: Labels = {}): number {
     const found = this.samples(name, match);
     assert.is(found.length, 1, `${name}${JSON.stringify(match)}: expected one sample, found ${found.length}`);
     return (found[0] as Sample).value;

@@ -3,6 +3,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { type Config, loadConfig } from '../../services/core/src/config.ts';
 import { createLogger, type Logger } from '../../services/core/src/log.ts';
+import type { Task } from '../../services/core/src/tasks/model.ts';
+import { FINISHED_STATUSES, type TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { createApiService } from '../../services/api/src/service.ts';
 import { createWorkerService, type WorkerService } from '../../services/worker/src/service.ts';
 import { controlExchange } from '../../services/core/src/queue/control.ts';
@@ -96,4 +98,38 @@ export async function request<T = any>(baseUrl: string, method: string, path: st
     parsed = undefined;
   }
   return { status: response.status, headers: response.headers, body: parsed as T, text };
+}
+
+/** Reads a task through the API, which must know it. */
+export async function getTask(baseUrl: string, id: string): Promise<Task> {
+  const res = await request<Task>(baseUrl, 'GET', `/api/v1/tasks/${id}`);
+  if (res.status !== 200) throw new Error(`GET task ${id}: ${res.status} ${res.text}`);
+  return res.body;
+}
+
+/** Waits for the task to reach `status`. */
+export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return task.status === status && task;
+    },
+    timeoutMs,
+    `task ${id} to be ${status}`,
+  );
+}
+
+/**
+ * Waits for the task to finish, whichever way, so that a wrong outcome fails on its status rather than on a
+ * timeout. A failed attempt with attempts left is `pending`, not finished: this waits through retries.
+ */
+export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
+  return eventually(
+    async () => {
+      const task = await getTask(baseUrl, id);
+      return FINISHED_STATUSES.includes(task.status) && task;
+    },
+    timeoutMs,
+    `task ${id} to finish`,
+  );
 }

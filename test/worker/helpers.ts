@@ -5,8 +5,8 @@ import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeTaskMessage, type TaskMessage } from '../../services/core/src/queue/topology.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
-import { FINISHED_STATUSES, TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { eventually, request, TestWorld } from '../support/system.ts';
+import { TaskStatus } from '../../services/core/src/tasks/state.ts';
+import { eventually, getTask, settled, taskIn, request, TestWorld } from '../support/system.ts';
 
 export type WorkerCtx = {
   world: TestWorld;
@@ -44,39 +44,6 @@ export async function submit(baseUrl: string, body: Record<string, unknown>): Pr
   const res = await request<Task>(baseUrl, 'POST', '/api/v1/tasks', body);
   assert.is(res.status, 201, res.text);
   return res.body;
-}
-
-export async function getTask(baseUrl: string, id: string): Promise<Task> {
-  const res = await request<Task>(baseUrl, 'GET', `/api/v1/tasks/${id}`);
-  assert.is(res.status, 200, res.text);
-  return res.body;
-}
-
-/** Waits for the task to reach `status`. */
-export function taskIn(baseUrl: string, id: string, status: TaskStatus, timeoutMs = 10_000): Promise<Task> {
-  return eventually(
-    async () => {
-      const task = await getTask(baseUrl, id);
-      return task.status === status && task;
-    },
-    timeoutMs,
-    `task ${id} to be ${status}`,
-  );
-}
-
-/**
- * Waits for the task to finish, whichever way, so that a wrong outcome fails on its status rather than on a
- * timeout. A failed attempt with attempts left is `pending`, not finished: this waits through retries.
- */
-export function settled(baseUrl: string, id: string, timeoutMs = 10_000): Promise<Task> {
-  return eventually(
-    async () => {
-      const task = await getTask(baseUrl, id);
-      return FINISHED_STATUSES.includes(task.status) && task;
-    },
-    timeoutMs,
-    `task ${id} to finish`,
-  );
 }
 
 /** Waits until every task in `ids` is completed. */
@@ -128,3 +95,5 @@ export async function publishRaw(amqpUrl: string, queue: string, message: TaskMe
     await connection.close();
   }
 }
+
+export { getTask, settled, taskIn };

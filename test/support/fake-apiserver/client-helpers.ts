@@ -3,14 +3,9 @@
 import { ApiException, Watch, type Informer, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Status } from './errors.ts';
 
-/** Resolves `promise`, or rejects after `ms` naming `what`. */
-export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
+import { within } from '../wait.ts';
+
+export { within };
 
 /**
  * The HTTP code and Status of a call expected to fail. client-node 1.x throws `ApiException` whose `body` is the
