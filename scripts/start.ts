@@ -4,13 +4,15 @@ import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..');
 const services = { api: 'services/api/src/main.ts', worker: 'services/worker/src/main.ts' };
+// Locally, no keys: the API then acts for one tenant and listens on 127.0.0.1 only (AUTH_MODE=apikey to use keys).
+const env = { ...process.env, AUTH_MODE: process.env['AUTH_MODE'] || 'none' };
 
 // Children get their own process group, so that a Ctrl-C reaches them once, through us, and not twice
 // (once from the terminal and once forwarded), which they would take as "force quit".
 const children = new Map<string, ChildProcess>(
   Object.entries(services).map(([name, file]) => [
     name,
-    spawn(process.execPath, [join(root, file)], { cwd: root, stdio: 'inherit', detached: true }),
+    spawn(process.execPath, [join(root, file)], { cwd: root, env, stdio: 'inherit', detached: true }),
   ]),
 );
 

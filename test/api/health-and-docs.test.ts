@@ -65,6 +65,8 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
   const result = await new Validator().validate(res.body);
   assert.ok(result.valid, JSON.stringify(result.errors));
   assert.equal(Object.keys(res.body.paths).sort(), [
+    '/api/v1/keys',
+    '/api/v1/keys/{id}',
     '/api/v1/tasks',
     '/api/v1/tasks/{id}',
     '/api/v1/tasks/{id}/cancel',
@@ -80,7 +82,19 @@ test('GET /openapi.json is a valid OpenAPI 3.1 document describing every route',
   assert.equal(operations('/api/v1/tasks/{id}/retry'), ['post']);
   assert.equal(operations('/api/v1/tasks/{id}/events'), ['get']);
   // DELETE works in every status now; a documented 409 would send clients looking for a conflict that never comes.
-  assert.equal(Object.keys(res.body.paths['/api/v1/tasks/{id}'].delete.responses).sort(), ['204', '400', '404']);
+  assert.equal(Object.keys(res.body.paths['/api/v1/tasks/{id}'].delete.responses).sort(), ['204', '400', '401', '403', '404', '429']);
+  assert.equal(operations('/api/v1/keys'), ['get', 'post']);
+  assert.equal(operations('/api/v1/keys/{id}'), ['delete']);
+  // Every operation but the probes takes the bearer key, and documents what a refused key gets.
+  assert.equal(res.body.security, [{ apiKey: [] }]);
+  assert.equal(res.body.components.securitySchemes.apiKey, { type: 'http', scheme: 'bearer', description: res.body.components.securitySchemes.apiKey.description });
+  for (const [path, item] of Object.entries<Record<string, any>>(res.body.paths)) {
+    for (const [method, operation] of Object.entries<any>(item).filter(([k]) => k !== 'parameters')) {
+      const probe = path === '/healthz' || path === '/readyz';
+      assert.equal(operation.security, probe ? [] : undefined, `${method} ${path} security`);
+      if (!probe) for (const status of ['401', '403', '429']) assert.ok(operation.responses[status], `${method} ${path} documents ${status}`);
+    }
+  }
   assert.ok(res.body.paths['/api/v1/tasks'].post.responses['200'], 'a repeated idempotency key answers 200');
   for (const type of ['fail', 'sleep']) assert.ok(res.body.components.schemas[`${type}Payload`], `${type}Payload`);
   // Every reference points at a component that exists.

@@ -6,6 +6,7 @@ import { createServer } from 'node:net';
 import pg from 'pg';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { newApiKey } from '../../services/core/src/auth/api-key.ts';
 import { controlExchange } from '../../services/core/src/queue/control.ts';
 import { FINISHED_STATUSES, TASK_STATUSES } from '../../services/core/src/tasks/state.ts';
 import type { WorkerService } from '../../services/worker/src/service.ts';
@@ -70,8 +71,8 @@ const apiMetrics = (ctx: Ctx) => scrape(`${ctx.baseUrl}/metrics`);
 const workerUrl = (ctx: Ctx) => `http://127.0.0.1:${ctx.worker.probes.port}`;
 const workerMetrics = (ctx: Ctx) => scrape(`${workerUrl(ctx)}/metrics`);
 
-async function submit(baseUrl: string, body: Record<string, unknown>): Promise<string> {
-  const res = await request(baseUrl, 'POST', TASKS, body);
+async function submit(baseUrl: string, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
+  const res = await request(baseUrl, 'POST', TASKS, body, headers);
   assert.is(res.status, 201, res.text);
   return res.body.id as string;
 }
@@ -290,7 +291,7 @@ test('a worker reports conveyor_database_up 1 while PostgreSQL answers', async (
   assert.is((await workerMetrics(ctx)).single('conveyor_database_up'), 1);
 });
 
-test('passwords in DATABASE_URL and AMQP_URL reach neither /metrics, /readyz nor any log line (LOG_LEVEL=debug)', async () => {
+test('passwords in DATABASE_URL and AMQP_URL and the bootstrap API key reach neither /metrics, /readyz nor any log line (LOG_LEVEL=debug)', async () => {
   const { amqpUrl } = await services();
   const secret = `pw-${randomBytes(8).toString('hex')}`;
   const refusedSecret = `pw-${randomBytes(8).toString('hex')}`;
@@ -299,7 +300,22 @@ test('passwords in DATABASE_URL and AMQP_URL reach neither /metrics, /readyz nor
   databaseUrl.password = secret;
   const broker = new URL(amqpUrl);
   const queue = freshQueueName();
-  const env = { DATABASE_URL: databaseUrl.toString(), AMQP_URL: amqpUrl, TASKS_QUEUE: queue, HOST: '127.0.0.1', PORT: '0', METRICS_PORT: '0', LOG_LEVEL: 'debug', TASK_LEASE_MS: '1000' };
+  // The bootstrap API key is a credential too: it is used for every request below and must not leak either.
+  const apiKey = newApiKey();
+  const auth = { authorization: `Bearer ${apiKey}` };
+  const env = {
+    DATABASE_URL: databaseUrl.toString(),
+    AMQP_URL: amqpUrl,
+    TASKS_QUEUE: queue,
+    HOST: '127.0.0.1',
+    PORT: '0',
+    METRICS_PORT: '0',
+    LOG_LEVEL: 'debug',
+    TASK_LEASE_MS: '1000',
+    AUTH_MODE: 'apikey',
+    AUTH_BOOTSTRAP_KEY: apiKey,
+    PUBLIC_METRICS: 'true',
+  };
   const refusedUrl = new URL(amqpUrl);
   refusedUrl.password = refusedSecret;
   try {
@@ -313,9 +329,13 @@ test('passwords in DATABASE_URL and AMQP_URL reach neither /metrics, /readyz nor
     // The refused worker logs its broker URL: the check below is only meaningful if a URL is logged at all.
     const warned = await refused.waitForMessage('RabbitMQ not responding', {}, 20_000);
     assert.is(warned['broker'], `amqp://${broker.username}:***@${broker.host}`);
-    const ids = [await submit(apiUrl, { type: 'echo' }), await submit(apiUrl, { type: 'fail' }), await submit(apiUrl, { type: 'sleep', payload: { ms: 800 } })];
+    const ids = [
+      await submit(apiUrl, { type: 'echo' }, auth),
+      await submit(apiUrl, { type: 'fail' }, auth),
+      await submit(apiUrl, { type: 'sleep', payload: { ms: 800 } }, auth),
+    ];
     await eventually(async () => {
-      const states = await Promise.all(ids.map(async (id) => (await request(apiUrl, 'GET', `${TASKS}/${id}`)).body.status));
+      const states = await Promise.all(ids.map(async (id) => (await request(apiUrl, 'GET', `${TASKS}/${id}`, undefined, auth)).body.status));
       return states.every((s) => FINISHED_STATUSES.includes(s));
     }, 15_000, 'the tasks to finish');
     const pages = await Promise.all(
@@ -330,7 +350,7 @@ test('passwords in DATABASE_URL and AMQP_URL reach neither /metrics, /readyz nor
     assert.ok([api, worker].every((p) => p.lines.some((line) => line.level === 'debug')), 'debug lines were written');
     assert.ok(worker.lines.some((line) => line.msg === 'task completed'), 'the worker logged the flow');
     for (const [where, text] of [...pages.map((p) => [p.url, p.text]), ...logs.map((line) => ['a log line', line])]) {
-      for (const leak of [secret, refusedSecret, ...(broker.password ? [`:${broker.password}@`] : [])]) assert.not.ok(text?.includes(leak), `${where} holds a password: ${text?.slice(0, 300)}`);
+      for (const leak of [secret, refusedSecret, apiKey, apiKey.slice(8), ...(broker.password ? [`:${broker.password}@`] : [])]) assert.not.ok(text?.includes(leak), `${where} holds a password: ${text?.slice(0, 300)}`);
     }
   } finally {
     await killAll();

@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { z } from 'zod';
 import type { TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import { Broker } from '../../services/core/src/queue/broker.ts';
 import { controlExchange } from '../../services/core/src/queue/control.ts';
 import { Publisher } from '../../services/core/src/queue/publisher.ts';
@@ -85,7 +85,7 @@ test.after(async (ctx) => {
 /** Stores a task and publishes it as the API's submit does (the message, then `published` on the confirm). */
 async function submitDirect(ctx: Ctx, connection: Connection, type: string, payload: unknown, maxAttempts = 1): Promise<Task> {
   const backoff = { type: 'fixed' as const, delayMs: RETRY_DELAY_MS, maxDelayMs: RETRY_DELAY_MS, jitter: false };
-  const { task } = await ctx.repo.insertTask({ id: newTaskId(), type, payload, priority: 5, maxAttempts, backoff });
+  const { task } = await ctx.repo.insertTask({ id: newId(), tenant: 'default', type, payload, priority: 5, maxAttempts, backoff });
   return publishTask({ repository: ctx.repo, publisher: connection.publisher, log: testLog }, task, testLog);
 }
 

@@ -51,6 +51,7 @@ test('POST stores and publishes a task: 201, Location, every default', async ({ 
   assert.match(res.body.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   const { id, createdAt, updatedAt, runAt, ...rest } = res.body;
   assert.equal(rest, {
+    tenant: 'default',
     type: 'echo',
     payload: { hello: 'world' },
     priority: 5,

@@ -61,6 +61,7 @@ export class ChaosWorld {
       AMQP_URL: serviceAmqp.toString(),
       TASKS_QUEUE: queue,
       HOST: '127.0.0.1',
+      AUTH_MODE: 'none',
       PORT: '0',
       LOG_LEVEL: 'info',
       RELAY_INTERVAL_MS: '100',

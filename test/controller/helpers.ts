@@ -6,7 +6,7 @@ import pg from 'pg';
 import { suite, type Test } from 'uvu';
 import { type ControllerService, createControllerService } from '../../services/controller/src/service.ts';
 import { Database } from '../../services/core/src/db/database.ts';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { within } from '../support/fake-apiserver/client-helpers.ts';
 import { FakeApiServer, type KubeObject, kubeConfigFor } from '../support/fake-apiserver/index.ts';
@@ -14,7 +14,8 @@ import { scrape } from '../support/prometheus.ts';
 import { eventually, testLog, TestWorld } from '../support/system.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
 
-export const NS = 'default';
+// Not 'default': Task resources belong to the tenant named after their namespace, and 'default' is also the default tenant.
+export const NS = 'team-a';
 export const GROUP = 'conveyor.dev';
 export const VERSION = 'v1alpha1';
 export const POOLS = 'workerpools.conveyor.dev';
@@ -140,7 +141,7 @@ export class ControllerRig {
    * autoscaler, which nothing publishes while no API runs.
    */
   async insertPending(count: number): Promise<string[]> {
-    const ids = Array.from({ length: count }, () => newTaskId());
+    const ids = Array.from({ length: count }, () => newId());
     await this.db.query(
       `INSERT INTO tasks (id, type, payload, priority, max_attempts, status) SELECT id, 'echo', '{}', 5, 1, $2 FROM unnest($1::uuid[]) AS id`,
       [ids, TaskStatus.pending],

@@ -28,7 +28,10 @@ test.before.each(async (ctx) => {
 
 /** The Conveyor tasks a Task resource created: the controller submits with the resource's uid as idempotency key. */
 async function rowsFor(rig: ControllerRig, uid: string) {
-  const { rows } = await rig.db.query<{ id: string; status: string; type: string }>('SELECT id, status::text, type FROM tasks WHERE idempotency_key = $1', [`k8s:${uid}`]);
+  const { rows } = await rig.db.query<{ id: string; status: string; type: string; tenant: string }>(
+    'SELECT id, status::text, type, tenant FROM tasks WHERE idempotency_key = $1',
+    [`k8s:${uid}`],
+  );
   return rows;
 }
 
@@ -49,7 +52,7 @@ test('an echo Task creates one Conveyor task, gets the finalizer, and its status
   const resource = rig.server.get(TASKS, NS, 'echo-1');
   assert.equal(resource?.metadata.finalizers, [TASK_FINALIZER]);
   const rows = await rowsFor(rig, created.metadata.uid as string);
-  assert.equal(rows, [{ id: status.taskId, status: TaskStatus.completed, type: 'echo' }]);
+  assert.equal(rows, [{ id: status.taskId, status: TaskStatus.completed, type: 'echo', tenant: NS }]);
   const submitted = rig.events('echo-1', 'Submitted');
   assert.is(submitted.length, 1);
   assert.match(submitted[0].message, new RegExp(status.taskId));
@@ -154,7 +157,7 @@ test('ttlSecondsAfterFinished deletes a finished Task about that long after it f
   await rig.server.waitFor(TASKS, NS, 'ttl-1', (o) => o === undefined, 5000);
   const afterMs = Date.now() - Date.parse(status.finishedAt);
   assert.ok(afterMs >= 1000 && afterMs < 2500, `deleted ${afterMs} ms after it finished; the TTL is 1 s`);
-  assert.equal(await rowsFor(rig, created.metadata.uid as string), [{ id: status.taskId, status: TaskStatus.completed, type: 'echo' }]);
+  assert.equal(await rowsFor(rig, created.metadata.uid as string), [{ id: status.taskId, status: TaskStatus.completed, type: 'echo', tenant: NS }]);
   // Without a TTL a finished resource stays: echo-1 finished well over a second ago.
   assert.is((rig.server.get(TASKS, NS, 'echo-1')?.['status'] as { phase?: string } | undefined)?.phase, 'Succeeded');
 });

@@ -24,6 +24,17 @@ test('defaults: an empty environment gives the documented values', () => {
     amqpUrl: 'amqp://guest:guest@127.0.0.1:5672',
     host: '0.0.0.0',
     port: 8000,
+    authMode: 'apikey',
+    authBootstrapKey: undefined,
+    authBootstrapTenant: 'default',
+    authCacheMs: 5_000,
+    rateLimitPerSecond: 100,
+    rateLimitBurst: 200,
+    bodyLimitBytes: 1024 * 1024,
+    httpHeadersTimeoutMs: 10_000,
+    httpRequestTimeoutMs: 30_000,
+    publicDocs: false,
+    publicMetrics: false,
     metricsPort: 9091,
     tasksQueue: 'tasks',
     workerConcurrency: 8,
@@ -53,6 +64,17 @@ test('given values are parsed into their types', () => {
     AMQP_URL: 'amqp://user:pw@mq.internal:5673/vhost',
     HOST: '127.0.0.1',
     PORT: '9000',
+    AUTH_MODE: 'none',
+    AUTH_BOOTSTRAP_KEY: 'cvy_' + 'A'.repeat(43),
+    AUTH_BOOTSTRAP_TENANT: 'acme',
+    AUTH_CACHE_MS: '0',
+    RATE_LIMIT_PER_SECOND: '0',
+    RATE_LIMIT_BURST: '5',
+    BODY_LIMIT_BYTES: '2048',
+    HTTP_HEADERS_TIMEOUT_MS: '2000',
+    HTTP_REQUEST_TIMEOUT_MS: '3000',
+    PUBLIC_DOCS: 'true',
+    PUBLIC_METRICS: 'true',
     METRICS_PORT: '9092',
     TASKS_QUEUE: 'conveyor.tasks-v2',
     WORKER_CONCURRENCY: '3',
@@ -79,6 +101,17 @@ test('given values are parsed into their types', () => {
     amqpUrl: 'amqp://user:pw@mq.internal:5673/vhost',
     host: '127.0.0.1',
     port: 9000,
+    authMode: 'none',
+    authBootstrapKey: 'cvy_' + 'A'.repeat(43),
+    authBootstrapTenant: 'acme',
+    authCacheMs: 0,
+    rateLimitPerSecond: 0,
+    rateLimitBurst: 5,
+    bodyLimitBytes: 2048,
+    httpHeadersTimeoutMs: 2_000,
+    httpRequestTimeoutMs: 3_000,
+    publicDocs: true,
+    publicMetrics: true,
     metricsPort: 9092,
     tasksQueue: 'conveyor.tasks-v2',
     workerConcurrency: 3,
@@ -112,6 +145,19 @@ test('bounds are inclusive: PORT 0 and 65535, WORKER_CONCURRENCY 1 and LIMITS.ma
   configError({ PORT: '80.5' });
   configError({ WORKER_CONCURRENCY: '0' });
   configError({ WORKER_CONCURRENCY: String(LIMITS.maxConcurrency + 1) });
+});
+
+test('AUTH_MODE=none listens on loopback: by default, and it refuses any other HOST', () => {
+  assert.is(loadConfig({ AUTH_MODE: 'none' }).host, '127.0.0.1');
+  assert.is(loadConfig({ AUTH_MODE: 'none', HOST: '::1' }).host, '::1');
+  assert.is(loadConfig({ AUTH_MODE: 'apikey' }).host, '0.0.0.0');
+  for (const host of ['0.0.0.0', '::', '10.0.0.7']) {
+    assert.match(configError({ AUTH_MODE: 'none', HOST: host }).message, /HOST: AUTH_MODE=none/, host);
+  }
+  assert.match(configError({ AUTH_MODE: 'open' }).message, /AUTH_MODE/);
+  assert.match(configError({ AUTH_BOOTSTRAP_KEY: 'hunter2' }).message, /AUTH_BOOTSTRAP_KEY/);
+  assert.not.match(configError({ AUTH_BOOTSTRAP_KEY: 'hunter2' }).message, /hunter2/, 'the rejected secret is not echoed');
+  assert.match(configError({ AUTH_BOOTSTRAP_TENANT: 'Acme Corp' }).message, /AUTH_BOOTSTRAP_TENANT/);
 });
 
 test('TASK_RETENTION takes milliseconds or a number with a unit; 0 keeps tasks forever', () => {

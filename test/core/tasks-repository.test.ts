@@ -8,7 +8,7 @@ import { Database } from '../../services/core/src/db/database.ts';
 import { migrate, readMigrations } from '../../services/core/src/db/migrate.ts';
 import type { ClaimedTask, NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { TaskConflict, TaskNotFound } from '../../services/core/src/errors.ts';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import { type Backoff, DEFAULT_BACKOFF } from '../../services/core/src/tasks/backoff.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
 import { TASK_STATUSES, TaskStatus } from '../../services/core/src/tasks/state.ts';
@@ -47,7 +47,8 @@ const MISSING_ID = '00000000-0000-7000-8000-000000000000';
 
 async function insert(repo: TasksRepository, overrides: Partial<NewTask> = {}): Promise<Task> {
   const { task, created } = await repo.insertTask({
-    id: newTaskId(),
+    id: newId(),
+    tenant: 'default',
     type: 'echo',
     payload: { n: 1 },
     priority: 5,
@@ -106,14 +107,15 @@ test('the task_status enum in PostgreSQL is TASK_STATUSES, in order', async ({ d
 });
 
 test('insertTask stores a pending task with every default; findTask and getTask read it back', async ({ repo }) => {
-  const id = newTaskId();
+  const id = newId();
   const payload = { text: 'héllo ✓', list: [1, 2.5, null, true], nested: { deep: { value: 'x' } } };
-  const { task, created } = await repo.insertTask({ id, type: 'echo', payload, priority: 7, maxAttempts: 2, backoff: DEFAULT_BACKOFF });
+  const { task, created } = await repo.insertTask({ id, tenant: 'default', type: 'echo', payload, priority: 7, maxAttempts: 2, backoff: DEFAULT_BACKOFF });
   assert.ok(created);
   assert.equal(
     { ...task, createdAt: undefined, updatedAt: undefined, runAt: undefined },
     {
       id,
+      tenant: 'default',
       type: 'echo',
       payload,
       priority: 7,
@@ -167,15 +169,37 @@ test('findTask gives null and getTask throws TaskNotFound for a missing task', a
 
 test('insertTask with a used idempotency key stores nothing and returns the first task', async ({ repo, db }) => {
   const key = uniqueName('key');
-  const first = await repo.insertTask({ id: newTaskId(), type: 'echo', payload: { n: 1 }, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: key });
+  const first = await repo.insertTask({ id: newId(), tenant: 'default', type: 'echo', payload: { n: 1 }, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: key });
   assert.ok(first.created);
-  const again = await repo.insertTask({ id: newTaskId(), type: 'sleep', payload: { ms: 5 }, priority: 9, maxAttempts: 4, backoff: FIXED, idempotencyKey: key });
+  const again = await repo.insertTask({ id: newId(), tenant: 'default', type: 'sleep', payload: { ms: 5 }, priority: 9, maxAttempts: 4, backoff: FIXED, idempotencyKey: key });
   assert.not.ok(again.created);
   assert.equal(again.task, first.task, 'the first task, as stored, whatever the second submit asked for');
-  const other = await repo.insertTask({ id: newTaskId(), type: 'echo', payload: {}, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: `${key}-other` });
+  const other = await repo.insertTask({ id: newId(), tenant: 'default', type: 'echo', payload: {}, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: `${key}-other` });
   assert.ok(other.created, 'another key is another task');
   const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM tasks WHERE idempotency_key = $1', [key]);
   assert.is(rows[0]?.n, 1);
+});
+
+test("a tenant's calls never see or change another tenant's task; system calls (no tenant) see every task", async ({ repo }) => {
+  const theirs = await insert(repo, { tenant: 'globex', type: 'sleep', payload: { ms: 1 }, idempotencyKey: uniqueName('shared') });
+  const mine = await insert(repo, { tenant: 'acme', idempotencyKey: theirs.idempotencyKey ?? undefined });
+  assert.is.not(mine.id, theirs.id, 'idempotency keys are per tenant');
+  assert.is(await repo.findTask(theirs.id, 'acme'), null);
+  for (const call of [
+    () => repo.getTask(theirs.id, 'acme'),
+    () => repo.taskEvents(theirs.id, 'acme'),
+    () => repo.cancelTask(theirs.id, 'acme'),
+    () => repo.deleteTask(theirs.id, 'acme'),
+  ]) {
+    await rejected(call(), TaskNotFound);
+  }
+  assert.equal(await repo.getTask(theirs.id), theirs, 'untouched, and visible to the system');
+  assert.equal((await repo.listTasks({ tenant: 'acme', limit: 100 })).map((t) => t.id), [mine.id]);
+  assert.equal((await repo.listTasks({ tenant: 'globex', limit: 100 })).map((t) => t.id), [theirs.id]);
+  assert.is((await repo.getTask(mine.id, 'acme')).tenant, 'acme');
+  await repo.cancelTask(theirs.id, 'globex');
+  await rejected(repo.rerunTask(theirs.id, 'acme'), TaskNotFound);
+  assert.is((await repo.getTask(theirs.id)).status, TaskStatus.cancelled, 'the other tenant could not rerun it');
 });
 
 test('concurrent inserts with one idempotency key store one row and all return it', async ({ repo, db }) => {
@@ -183,7 +207,7 @@ test('concurrent inserts with one idempotency key store one row and all return i
     const key = uniqueName(`race${round}`);
     const results = await Promise.all(
       Array.from({ length: 4 }, (_, i) =>
-        repo.insertTask({ id: newTaskId(), type: 'echo', payload: { i }, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: key }),
+        repo.insertTask({ id: newId(), tenant: 'default', type: 'echo', payload: { i }, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, idempotencyKey: key }),
       ),
     );
     assert.is(results.filter((r) => r.created).length, 1, `round ${round}: one insert created the task`);
@@ -201,25 +225,25 @@ test('listTasks is newest first and filters by type and status', async ({ repo }
   await insert(repo, { type: other });
   const newestFirst = tasks.map((t) => t.id).reverse();
 
-  const byType = await repo.listTasks({ type, limit: 100 });
+  const byType = await repo.listTasks({ tenant: 'default', type, limit: 100 });
   assert.equal(byType.map((t) => t.id), newestFirst);
 
   const running = [tasks[1], tasks[4]] as Task[];
   for (const task of running) assert.ok(await repo.claimTask(task.id, WORKER, LEASE_MS));
-  const byBoth = await repo.listTasks({ type, status: TaskStatus.in_progress, limit: 100 });
+  const byBoth = await repo.listTasks({ tenant: 'default', type, status: TaskStatus.in_progress, limit: 100 });
   assert.equal(byBoth.map((t) => t.id), [running[1]?.id, running[0]?.id]);
 
   // Other tests share this database, so a status-only filter is checked for what it must and must not return.
-  const byStatus = await repo.listTasks({ status: TaskStatus.in_progress, limit: 10_000 });
+  const byStatus = await repo.listTasks({ tenant: 'default', status: TaskStatus.in_progress, limit: 10_000 });
   assert.ok(byStatus.every((t) => t.status === TaskStatus.in_progress));
   for (const task of running) assert.ok(byStatus.some((t) => t.id === task.id));
   assert.not.ok(byStatus.some((t) => t.id === tasks[0]?.id));
 
-  const pendingOfType = await repo.listTasks({ type, status: TaskStatus.pending, limit: 100 });
+  const pendingOfType = await repo.listTasks({ tenant: 'default', type, status: TaskStatus.pending, limit: 100 });
   assert.equal(pendingOfType.length, 4);
 
-  assert.is((await repo.listTasks({ type, limit: 2 })).length, 2);
-  const all = await repo.listTasks({ limit: 10_000 });
+  assert.is((await repo.listTasks({ tenant: 'default', type, limit: 2 })).length, 2);
+  const all = await repo.listTasks({ tenant: 'default', limit: 10_000 });
   assert.equal(all.map((t) => t.id), [...all.map((t) => t.id)].sort().reverse(), 'unfiltered list is newest first too');
 });
 
@@ -231,7 +255,7 @@ test('listTasks pages with beforeId without duplicates or gaps', async ({ repo }
   const sizes: number[] = [];
   let beforeId: string | undefined;
   for (let page = 0; page < 10; page++) {
-    const rows = await repo.listTasks({ type, beforeId, limit: 4 });
+    const rows = await repo.listTasks({ tenant: 'default', type, beforeId, limit: 4 });
     sizes.push(rows.length);
     if (rows.length === 0) break;
     seen.push(...rows.map((t) => t.id));

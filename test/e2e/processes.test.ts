@@ -42,6 +42,7 @@ function testEnv(ctx: Ctx): Record<string, string> {
     AMQP_URL: ctx.amqpUrl,
     TASKS_QUEUE: queue,
     HOST: '127.0.0.1',
+    AUTH_MODE: 'none',
     PORT: '0',
     // Workers serve probes; a fixed port would be taken by whichever process of any test run got there first.
     METRICS_PORT: '0',

@@ -4,7 +4,7 @@ import pg from 'pg';
 import { loadConfig } from '../../services/core/src/config.ts';
 import { Database } from '../../services/core/src/db/database.ts';
 import type { NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import { Broker } from '../../services/core/src/queue/broker.ts';
 import { Publisher } from '../../services/core/src/queue/publisher.ts';
 import { DEFAULT_BACKOFF } from '../../services/core/src/tasks/backoff.ts';
@@ -72,7 +72,7 @@ export class CoreRig {
 
   /** Stores a pending task (not published), due now unless `runAt` says otherwise. */
   async insert(overrides: Partial<NewTask> = {}): Promise<Task> {
-    const { task } = await this.repo.insertTask({ id: newTaskId(), type: 'echo', payload: {}, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, ...overrides });
+    const { task } = await this.repo.insertTask({ id: newId(), tenant: 'default', type: 'echo', payload: {}, priority: 5, maxAttempts: 1, backoff: DEFAULT_BACKOFF, ...overrides });
     return task;
   }
 

@@ -31,6 +31,8 @@ export class TestWorld {
       AMQP_URL: amqpUrl,
       TASKS_QUEUE: freshQueueName(),
       HOST: '127.0.0.1',
+      // Most tests are about tasks, not keys: they act for the default tenant (test/api/auth tests turn keys on).
+      AUTH_MODE: 'none',
       PORT: '0',
       METRICS_PORT: '0',
       LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'silent',

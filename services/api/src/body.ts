@@ -2,8 +2,6 @@ import { koaBody } from 'koa-body';
 import type { Middleware } from 'koa';
 import { ConveyorError } from '../../core/src/errors.ts';
 
-export const MAX_BODY_BYTES = 1024 * 1024;
-
 class UnsupportedMediaType extends ConveyorError {
   constructor(type: string) {
     super(`request bodies must be JSON (Content-Type: application/json); got ${type}`, {
@@ -17,8 +15,8 @@ class UnsupportedMediaType extends ConveyorError {
  * Parses JSON request bodies. The API speaks only JSON, so a body sent without a Content-Type, or labelled
  * form-urlencoded (what `curl -d` does by default), is read as JSON too; any other media type is a 415.
  */
-export function jsonBody(): Middleware {
-  const parse = koaBody({ json: true, jsonStrict: true, jsonLimit: MAX_BODY_BYTES, urlencoded: false, text: false, multipart: false });
+export function jsonBody(limitBytes: number): Middleware {
+  const parse = koaBody({ json: true, jsonStrict: true, jsonLimit: limitBytes, urlencoded: false, text: false, multipart: false });
   return async (ctx, next) => {
     const hasBody = (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
     if (hasBody) {

@@ -3,7 +3,9 @@ import { BackoffSchema } from '../../core/src/tasks/backoff.ts';
 import { JsonValueSchema, TaskErrorSchema, TaskEventSchema, TaskSchema } from '../../core/src/tasks/model.ts';
 import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
 import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
+import { ApiKeySchema } from '../../core/src/db/api-keys-repository.ts';
 import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
+import { CreateKeySchema, KEYS_PATH } from './routes/keys.ts';
 import { TASKS_PATH } from './routes/tasks.ts';
 
 const ref = (id: string) => ({ $ref: `#/components/schemas/${id}` });
@@ -13,7 +15,8 @@ const problem = (description: string) => ({ description, content: { 'application
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
 function components(): Record<string, unknown> {
   const registry = z.registry<{ id: string; description?: string }>();
-  for (const schema of [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, TaskEventSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema]) {
+  const named = [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, TaskEventSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema, ApiKeySchema, CreateKeySchema];
+  for (const schema of named) {
     registry.add(schema, { id: (schema.meta() as { id: string }).id });
   }
   for (const [name, type] of TASK_TYPES) {
@@ -35,6 +38,22 @@ function queryParameters(): object[] {
 }
 
 const idParameter = { name: 'id', in: 'path', required: true, schema: z.toJSONSchema(TaskIdSchema) };
+const keyIdParameter = { name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } };
+
+/** What every keyed operation may answer besides its own responses. */
+function keyed(scope: string, responses: Record<string, unknown>): Record<string, unknown> {
+  return {
+    ...responses,
+    '401': problem('No valid API key (missing, malformed, unknown or revoked); says nothing about the resource.'),
+    '403': problem(`The key lacks the \`${scope}\` scope.`),
+    '429': problem("The key's rate limit is spent; retry after `Retry-After` seconds."),
+  };
+}
+
+const keyList = json({ type: 'object', required: ['items'], properties: { items: { type: 'array', items: ref('ApiKey') } } });
+const createdKey = json({
+  allOf: [ref('ApiKey'), { type: 'object', required: ['key'], properties: { key: { type: 'string', description: 'The secret: shown only in this answer.' } } }],
+});
 
 /** The OpenAPI 3.1 document, generated from the same zod schemas that validate requests. */
 export function openApiDocument(): object {
@@ -44,7 +63,7 @@ export function openApiDocument(): object {
       title: 'Conveyor',
       version: '1',
       description:
-        'Asynchronous task service: submit a task, a worker runs it, read its result. Each task type has its own payload schema (`<type>Payload`, or `JsonValue` for any JSON).',
+        'Asynchronous task service: submit a task, a worker runs it, read its result. Each task type has its own payload schema (`<type>Payload`, or `JsonValue` for any JSON). Every request carries an API key (`Authorization: Bearer cvy_…`); a key acts for one tenant and sees only its tasks.',
     },
     paths: {
       [TASKS_PATH]: {
@@ -61,21 +80,21 @@ export function openApiDocument(): object {
             },
           ],
           requestBody: { required: true, content: json(ref('SubmitTask')) },
-          responses: {
+          responses: keyed('tasks:write', {
             '201': { description: 'Stored (and published unless RabbitMQ is down or `runAt` is later: then `pending`).', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
             '200': { description: 'The idempotency key was used before: the task it created.', headers: { Location: { schema: { type: 'string' } } }, content: json(ref('Task')) },
             '400': problem('The body is not JSON.'),
-            '413': problem('The body is larger than 1 MiB.'),
+            '413': problem('The body is larger than BODY_LIMIT_BYTES (1 MiB by default).'),
             '415': problem('The body is not JSON.'),
             '422': problem('Unknown task type or a payload that does not fit it.'),
             '503': problem('PostgreSQL is unreachable; nothing was stored.'),
-          },
+          }),
         },
         get: {
           summary: 'List tasks, newest first',
           operationId: 'listTasks',
           parameters: queryParameters(),
-          responses: { '200': { description: 'One page.', content: json(ref('TaskList')) }, '400': problem('Invalid query.') },
+          responses: keyed('tasks:read', { '200': { description: 'One page.', content: json(ref('TaskList')) }, '400': problem('Invalid query.') }),
         },
       },
       [`${TASKS_PATH}/{id}`]: {
@@ -83,12 +102,12 @@ export function openApiDocument(): object {
         get: {
           summary: 'Read a task',
           operationId: 'getTask',
-          responses: { '200': { description: 'The task.', content: json(ref('Task')) }, '400': problem('Malformed id.'), '404': problem('No such task.') },
+          responses: keyed('tasks:read', { '200': { description: 'The task.', content: json(ref('Task')) }, '400': problem('Malformed id.'), '404': problem('No such task.') }),
         },
         delete: {
           summary: 'Delete a task in any status; a running task is stopped first, a queued one never runs',
           operationId: 'deleteTask',
-          responses: { '204': { description: 'Deleted.' }, '400': problem('Malformed id.'), '404': problem('No such task.') },
+          responses: keyed('tasks:write', { '204': { description: 'Deleted.' }, '400': problem('Malformed id.'), '404': problem('No such task.') }),
         },
       },
       [`${TASKS_PATH}/{id}/events`]: {
@@ -96,11 +115,11 @@ export function openApiDocument(): object {
         get: {
           summary: "The task's history: submitted, published, started by which worker, attempts failed with what, retried, finished",
           operationId: 'taskEvents',
-          responses: {
+          responses: keyed('tasks:read', {
             '200': { description: 'Oldest first.', content: json({ type: 'object', required: ['items'], properties: { items: { type: 'array', items: ref('TaskEvent') } } }) },
             '400': problem('Malformed id.'),
             '404': problem('No such task.'),
-          },
+          }),
         },
       },
       [`${TASKS_PATH}/{id}/cancel`]: {
@@ -108,13 +127,13 @@ export function openApiDocument(): object {
         post: {
           summary: 'Cancel a task',
           operationId: 'cancelTask',
-          responses: {
+          responses: keyed('tasks:write', {
             '200': { description: 'Cancelled (now, or already).', content: json(ref('Task')) },
             '202': { description: 'Running: its worker is stopping it; it ends `cancelled`.', content: json(ref('Task')) },
             '400': problem('Malformed id.'),
             '404': problem('No such task.'),
             '409': problem('The task already completed or failed.'),
-          },
+          }),
         },
       },
       [`${TASKS_PATH}/{id}/retry`]: {
@@ -122,23 +141,63 @@ export function openApiDocument(): object {
         post: {
           summary: 'Run a failed or cancelled task again, with a fresh attempt budget',
           operationId: 'retryTask',
-          responses: {
+          responses: keyed('tasks:write', {
             '202': { description: 'Pending or queued again.', content: json(ref('Task')) },
             '400': problem('Malformed id.'),
             '404': problem('No such task.'),
             '409': problem('The task is not failed or cancelled.'),
-          },
+          }),
         },
       },
-      '/healthz': { get: { summary: 'Liveness', operationId: 'healthz', responses: { '200': { description: 'Alive.', content: json(ref('Health')) } } } },
+      [KEYS_PATH]: {
+        post: {
+          summary: 'Create an API key for a tenant (admin)',
+          operationId: 'createKey',
+          requestBody: { required: true, content: json(ref('CreateApiKey')) },
+          responses: keyed('admin', {
+            '201': { description: 'Created; the secret `key` is in this answer only.', content: createdKey },
+            '422': problem('Invalid tenant, scopes or name.'),
+          }),
+        },
+        get: {
+          summary: 'List API keys, of every tenant or one (admin); secrets are never listed',
+          operationId: 'listKeys',
+          parameters: [{ name: 'tenant', in: 'query', required: false, schema: { type: 'string' } }],
+          responses: keyed('admin', { '200': { description: 'Oldest first.', content: keyList }, '400': problem('Invalid query.') }),
+        },
+      },
+      [`${KEYS_PATH}/{id}`]: {
+        parameters: [keyIdParameter],
+        delete: {
+          summary: 'Revoke an API key for good (admin)',
+          operationId: 'revokeKey',
+          responses: keyed('admin', {
+            '200': { description: 'Revoked (now, or before).', content: json(ref('ApiKey')) },
+            '400': problem('Malformed id.'),
+            '404': problem('No such key.'),
+          }),
+        },
+      },
+      '/healthz': { get: { summary: 'Liveness', operationId: 'healthz', security: [], responses: { '200': { description: 'Alive.', content: json(ref('Health')) } } } },
       '/readyz': {
         get: {
           summary: 'Readiness: PostgreSQL and RabbitMQ reachable',
           operationId: 'readyz',
+          security: [],
           responses: { '200': { description: 'Ready.', content: json(ref('Health')) }, '503': problem('PostgreSQL or RabbitMQ is down (see `checks`).') },
         },
       },
     },
-    components: { schemas: components() },
+    security: [{ apiKey: [] }],
+    components: {
+      schemas: components(),
+      securitySchemes: {
+        apiKey: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'An API key (`cvy_…`), created with `npm run keys -- create` or `POST /api/v1/keys`. Not needed when the API runs with AUTH_MODE=none.',
+        },
+      },
+    },
   };
 }

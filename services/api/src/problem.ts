@@ -19,12 +19,17 @@ type ProblemInput = Omit<Problem, 'instance' | 'title'> & { title?: string };
 
 const TITLES: Record<number, string> = {
   400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
   404: 'Not Found',
+  408: 'Request Timeout',
   405: 'Method Not Allowed',
   409: 'Conflict',
   413: 'Content Too Large',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   501: 'Not Implemented',
   503: 'Service Unavailable',
@@ -43,7 +48,7 @@ type HttpLikeError = Error & { status?: number; statusCode?: number; expose?: bo
 
 function describe(error: unknown): ProblemInput & { headers?: Record<string, string> } {
   if (error instanceof ConveyorError && error.status < 500) {
-    const base = { type: PROBLEM_TYPE_BASE + error.code, status: error.status, detail: error.message };
+    const base = { type: PROBLEM_TYPE_BASE + error.code, status: error.status, detail: error.message, headers: { ...error.headers } };
     return error instanceof ValidationError && error.errors.length > 0 ? { ...base, errors: error.errors } : base;
   }
   if (error instanceof ConveyorError && error.status === 503) {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { TaskSchema, TaskStatusSchema } from '../../core/src/tasks/model.ts';
+import { storableText } from '../../core/src/storable.ts';
+import { TASK_LIMITS, TaskSchema, TaskStatusSchema } from '../../core/src/tasks/model.ts';
 
 export const LIST_LIMITS = Object.freeze({ defaultLimit: 50, maxLimit: 500 });
 
@@ -9,7 +10,7 @@ export const TaskIdSchema = z.uuid({ error: 'must be a task id (a UUID)' }).meta
 export const ListTasksQuerySchema = z
   .object({
     status: TaskStatusSchema.optional(),
-    type: z.string().min(1).max(100).optional(),
+    type: storableText(z.string().min(1).max(TASK_LIMITS.maxTypeLength)).optional(),
     limit: z.coerce.number().int().min(1).max(LIST_LIMITS.maxLimit).default(LIST_LIMITS.defaultLimit),
     cursor: z.string().max(100).optional(),
   })

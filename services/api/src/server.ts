@@ -1,10 +1,15 @@
 import { createServer, type Server } from 'node:http';
 import type Koa from 'koa';
+import type { Config } from '../../core/src/config.ts';
 import type { Logger } from '../../core/src/log.ts';
 
+export type ServerOptions = Pick<Config, 'host' | 'port' | 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs'>;
+
 /**
- * The HTTP server as a lifecycle component. Stopping closes the listener, ends idle keep-alive sockets at
- * once and lets in-flight requests finish (their sockets close after the response).
+ * The HTTP server as a lifecycle component. A client that takes longer than the configured timeouts to send
+ * its headers or its whole request gets a 408 and loses the connection, so slow clients cannot hold sockets.
+ * Stopping closes the listener, ends idle keep-alive sockets at once and lets in-flight requests finish (their
+ * sockets close after the response).
  */
 export class HttpServer {
   readonly #server: Server;
@@ -13,9 +18,18 @@ export class HttpServer {
   readonly #port: number;
   #stopping: Promise<void> | null = null;
 
-  constructor(app: Koa, options: { host: string; port: number }, log: Logger) {
-    this.#server = createServer(app.callback());
-    this.#server.keepAliveTimeout = 65_000;
+  constructor(app: Koa, options: ServerOptions, log: Logger) {
+    this.#server = createServer(
+      {
+        headersTimeout: options.httpHeadersTimeoutMs,
+        requestTimeout: options.httpRequestTimeoutMs,
+        // Longer than the usual load balancer idle timeout (60 s), so the balancer closes first and never reuses a closed socket.
+        keepAliveTimeout: 65_000,
+        // How often the timeouts above are enforced: a tenth of the shorter one, so a slow client is cut off close to its limit.
+        connectionsCheckingInterval: Math.max(100, Math.min(options.httpHeadersTimeoutMs, options.httpRequestTimeoutMs) / 10),
+      },
+      app.callback(),
+    );
     this.#host = options.host;
     this.#port = options.port;
     this.#log = log.child({ component: 'http' });

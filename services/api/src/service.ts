@@ -8,14 +8,16 @@ import { createMetrics, observeTaskTable } from '../../core/src/metrics.ts';
 import { createRuntime } from '../../core/src/runtime.ts';
 import { Maintenance } from '../../core/src/tasks/maintenance.ts';
 import { Relay } from '../../core/src/tasks/relay.ts';
+import { ALL_SCOPES } from '../../core/src/auth/api-key.ts';
 import { createApp } from './app.ts';
+import { Authenticator } from './auth.ts';
 import { HttpServer } from './server.ts';
 
 export type ApiService = { lifecycle: Lifecycle; database: Database; broker: Broker; url: () => string };
 
 /**
  * Wires the API: database (schema migrated) → RabbitMQ connection → publisher → control channel → outbox
- * relay → maintenance (lease reaper, lost-message reconciliation, retention) → HTTP server.
+ * relay → maintenance (lease reaper, lost-message reconciliation, retention) → bootstrap key → HTTP server.
  * Stopping runs the reverse: readiness turns 503 and the listener closes, then the rest.
  */
 export function createApiService(config: Config, log: Logger): ApiService {
@@ -55,11 +57,26 @@ export function createApiService(config: Config, log: Logger): ApiService {
     },
     stop: async () => maintenance?.stop(),
   }, {
+    name: 'auth',
+    start: async () => {
+      if (config.authMode === 'none') {
+        log.warn({ host: config.host }, 'AUTH_MODE=none: every request acts for the default tenant with every scope; listening on loopback only');
+      } else if (config.authBootstrapKey) {
+        const key = { tenant: config.authBootstrapTenant, scopes: ALL_SCOPES, name: 'bootstrap' };
+        await database.apiKeys().ensureKey(key, config.authBootstrapKey);
+      }
+    },
+    stop: async () => undefined,
+  }, {
     name: 'http',
     start: () => {
+      const keys = database.apiKeys();
       const app = createApp({
         pool: database.pool,
         repository: database.tasks(),
+        keys,
+        auth: new Authenticator({ mode: config.authMode, cacheMs: config.authCacheMs, keys }),
+        settings: config,
         broker,
         publisher,
         control,
@@ -67,7 +84,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
         log,
         isShuttingDown: () => shuttingDown,
       });
-      server = new HttpServer(app, { host: config.host, port: config.port }, log);
+      server = new HttpServer(app, config, log);
       return server.start();
     },
     stop: async () => {

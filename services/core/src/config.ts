@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { API_KEY_PATTERN, DEFAULT_TENANT, TenantSchema } from './auth/api-key.ts';
 import { ConfigError } from './errors.ts';
 
 /** Bounds that protect the service from its own configuration. */
@@ -9,7 +10,11 @@ export const LIMITS = Object.freeze({
   minLeaseMs: 1_000,
   maxLeaseMs: 3_600_000,
   maxRetentionMs: 100 * 365 * 86_400_000,
+  maxBodyBytes: 100 * 1024 * 1024,
 });
+
+/** Hosts that only this machine can reach: the only ones an API without authentication may listen on. */
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
 
 const DURATION = /^(\d+)(ms|s|m|h|d)?$/;
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -33,7 +38,18 @@ const integer = (min: number, max: number) =>
 const envSchema = z.object({
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/, error: 'must be a postgres:// URL' }).default('postgres://postgres@127.0.0.1:5432/conveyor'),
   AMQP_URL: z.url({ protocol: /^amqps?$/, error: 'must be an amqp:// or amqps:// URL' }).default('amqp://guest:guest@127.0.0.1:5672'),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  HOST: z.string().min(1).optional(),
+  AUTH_MODE: z.enum(['apikey', 'none']).default('apikey'),
+  AUTH_BOOTSTRAP_KEY: z.string().regex(API_KEY_PATTERN, 'must be a Conveyor API key (cvy_ and 43 base64url characters)').optional(),
+  AUTH_BOOTSTRAP_TENANT: TenantSchema.default(DEFAULT_TENANT),
+  AUTH_CACHE_MS: integer(0, 300_000).default(5_000),
+  RATE_LIMIT_PER_SECOND: integer(0, 1_000_000).default(100),
+  RATE_LIMIT_BURST: integer(1, 1_000_000).default(200),
+  BODY_LIMIT_BYTES: integer(1_024, LIMITS.maxBodyBytes).default(1024 * 1024),
+  HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 3_600_000).default(30_000),
+  PUBLIC_DOCS: z.enum(['true', 'false']).default('false'),
+  PUBLIC_METRICS: z.enum(['true', 'false']).default('false'),
   PORT: integer(0, LIMITS.maxPort).default(8000),
   METRICS_PORT: integer(0, LIMITS.maxPort).default(9091),
   TASKS_QUEUE: z
@@ -63,8 +79,27 @@ const envSchema = z.object({
 export type Config = Readonly<{
   databaseUrl: string;
   amqpUrl: string;
+  /** Where the API listens: 0.0.0.0 by default, loopback only (and by default) when authentication is off. */
   host: string;
   port: number;
+  /** `apikey`: every request needs `Authorization: Bearer <key>`; `none`: one implicit tenant with every scope. */
+  authMode: 'apikey' | 'none';
+  /** A key the API makes sure exists at start (with every scope), so that a fresh install can create the others. */
+  authBootstrapKey: string | undefined;
+  authBootstrapTenant: string;
+  /** How long an API process trusts what it looked up about a key; a revocation elsewhere takes this long to apply. */
+  authCacheMs: number;
+  /** Each key's sustained request rate and burst (token bucket, per API process); 0 turns the limit off. */
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  /** The largest request body accepted (413 beyond). */
+  bodyLimitBytes: number;
+  /** How long a client may take to send the request headers, and the whole request; slower ones get 408 and are cut off. */
+  httpHeadersTimeoutMs: number;
+  httpRequestTimeoutMs: number;
+  /** Serve `/docs` and `/openapi.json` (else they need a key), and `/metrics` (else it needs an `admin` key), to anyone. */
+  publicDocs: boolean;
+  publicMetrics: boolean;
   /** Where a worker (or the controller) serves /metrics, /healthz and /readyz. */
   metricsPort: number;
   tasksQueue: string;
@@ -112,11 +147,28 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const e = parsed.data;
+  const host = e.HOST ?? (e.AUTH_MODE === 'none' ? '127.0.0.1' : '0.0.0.0');
+  if (e.AUTH_MODE === 'none' && !LOOPBACK_HOSTS.has(host)) {
+    throw new ConfigError(
+      `invalid configuration: HOST: AUTH_MODE=none lets anyone who connects read and run every task, so the API listens on loopback only; unset HOST, or set AUTH_MODE=apikey to listen on ${host}`,
+    );
+  }
   return Object.freeze({
     databaseUrl: e.DATABASE_URL,
     amqpUrl: e.AMQP_URL,
-    host: e.HOST,
+    host,
     port: e.PORT,
+    authMode: e.AUTH_MODE,
+    authBootstrapKey: e.AUTH_BOOTSTRAP_KEY,
+    authBootstrapTenant: e.AUTH_BOOTSTRAP_TENANT,
+    authCacheMs: e.AUTH_CACHE_MS,
+    rateLimitPerSecond: e.RATE_LIMIT_PER_SECOND,
+    rateLimitBurst: e.RATE_LIMIT_BURST,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    httpHeadersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+    httpRequestTimeoutMs: e.HTTP_REQUEST_TIMEOUT_MS,
+    publicDocs: e.PUBLIC_DOCS === 'true',
+    publicMetrics: e.PUBLIC_METRICS === 'true',
     metricsPort: e.METRICS_PORT,
     tasksQueue: e.TASKS_QUEUE,
     workerConcurrency: e.WORKER_CONCURRENCY,

@@ -5,12 +5,15 @@
 export class ConveyorError extends Error {
   readonly code: string;
   readonly status: number;
+  /** Response headers the answer must carry (`WWW-Authenticate`, `Retry-After`). */
+  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(message: string, options: { code: string; status: number; cause?: unknown }) {
+  constructor(message: string, options: { code: string; status: number; cause?: unknown; headers?: Record<string, string> }) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = options.code;
     this.status = options.status;
+    this.headers = options.headers ?? {};
   }
 }
 
@@ -29,6 +32,45 @@ export class ValidationError extends ConveyorError {
 export class TaskNotFound extends ConveyorError {
   constructor(id: string) {
     super(`task ${id} does not exist`, { code: 'task-not-found', status: 404 });
+  }
+}
+
+/**
+ * No valid API key: none sent, unknown, or revoked. The answer is the same for all three, and is given before
+ * anything else is looked at, so it never tells whether a task exists.
+ */
+export class Unauthenticated extends ConveyorError {
+  constructor(message: string, keySent: boolean) {
+    const challenge = keySent ? 'Bearer realm="conveyor", error="invalid_token"' : 'Bearer realm="conveyor"';
+    super(message, { code: 'unauthenticated', status: 401, headers: { 'WWW-Authenticate': challenge } });
+  }
+}
+
+/** A valid key without the scope the request needs. */
+export class Forbidden extends ConveyorError {
+  constructor(scope: string) {
+    super(`this API key lacks the '${scope}' scope`, {
+      code: 'forbidden',
+      status: 403,
+      headers: { 'WWW-Authenticate': `Bearer realm="conveyor", error="insufficient_scope", scope="${scope}"` },
+    });
+  }
+}
+
+/** The key spent its request budget; `retryAfterSeconds` is when the next request will be let through. */
+export class RateLimited extends ConveyorError {
+  constructor(retryAfterSeconds: number) {
+    super(`too many requests with this API key; retry in ${retryAfterSeconds} s`, {
+      code: 'rate-limited',
+      status: 429,
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    });
+  }
+}
+
+export class ApiKeyNotFound extends ConveyorError {
+  constructor(id: string) {
+    super(`API key ${id} does not exist`, { code: 'api-key-not-found', status: 404 });
   }
 }
 

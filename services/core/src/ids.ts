@@ -1,6 +1,6 @@
 import { v7 } from 'uuid';
 
-/** A new task id: UUIDv7, so ids sort by creation time (monotonic within a process). */
-export function newTaskId(): string {
+/** A new id (tasks, API keys): UUIDv7, so ids sort by creation time (monotonic within a process). */
+export function newId(): string {
   return v7();
 }

@@ -15,7 +15,7 @@ export function createLogger(options: { service: string; level: string }): Logge
     formatters: { level: (label) => ({ level: label }) },
     // Credentials may travel inside connection URLs and headers; they never reach a log line.
     redact: {
-      paths: ['*.password', '*.authorization', 'req.headers.authorization', 'databaseUrl', 'amqpUrl'],
+      paths: ['*.password', '*.authorization', 'req.headers.authorization', 'databaseUrl', 'amqpUrl', 'authBootstrapKey', '*.authBootstrapKey'],
       censor: '[redacted]',
     },
     ...(pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } } : {}),

@@ -9,12 +9,21 @@ import type { Logger } from '../../../core/src/log.ts';
 import type { Publisher } from '../../../core/src/queue/publisher.ts';
 import { parseSubmission, toFieldIssues } from '../../../core/src/tasks/submission.ts';
 import { publishTask, submitTask } from '../../../core/src/tasks/submit.ts';
+import { Scope } from '../../../core/src/auth/api-key.ts';
+import { principalOf, requireScope } from '../auth.ts';
 import { jsonBody } from '../body.ts';
 import { decodeCursor, encodeCursor, ListTasksQuerySchema, TaskIdSchema } from '../schemas.ts';
 
 export const TASKS_PATH = '/api/v1/tasks';
 
-export type TasksDeps = { repository: TasksRepository; publisher: Publisher; control: ControlChannel; metrics: Metrics; log: Logger };
+export type TasksDeps = {
+  repository: TasksRepository;
+  publisher: Publisher;
+  control: ControlChannel;
+  metrics: Metrics;
+  log: Logger;
+  bodyLimitBytes: number;
+};
 
 /** Why a submit was refused, as a bounded label. */
 function rejectionReason(error: unknown): string {
@@ -76,35 +85,38 @@ function listQuery(ctx: Context) {
 
 export function tasksRouter(deps: TasksDeps): Router {
   const router = new Router({ prefix: TASKS_PATH });
+  const read = requireScope(Scope.tasksRead);
+  const write = requireScope(Scope.tasksWrite);
+  const tenant = (ctx: Context) => principalOf(ctx).tenant;
 
-  router.post('/', countRejections(deps.metrics), jsonBody(), async (ctx) => {
-    const { task, created } = await submitTask(deps, parseSubmission(submission(ctx)));
+  router.post('/', write, countRejections(deps.metrics), jsonBody(deps.bodyLimitBytes), async (ctx) => {
+    const { task, created } = await submitTask(deps, tenant(ctx), parseSubmission(submission(ctx)));
     if (created) deps.metrics.submitted.inc({ type: task.type });
     ctx.status = created ? 201 : 200;
     ctx.set('Location', `${TASKS_PATH}/${task.id}`);
     ctx.body = task;
   });
 
-  router.get('/', async (ctx) => {
+  router.get('/', read, async (ctx) => {
     const { limit, ...filter } = listQuery(ctx);
     // One row more than asked tells whether another page exists without a count.
-    const rows = await deps.repository.listTasks({ ...filter, limit: limit + 1 });
+    const rows = await deps.repository.listTasks({ ...filter, tenant: tenant(ctx), limit: limit + 1 });
     const items = rows.slice(0, limit);
     const last = items.at(-1);
     ctx.body = { items, nextCursor: rows.length > limit && last ? encodeCursor(last.id) : null };
   });
 
-  router.get('/:id', async (ctx) => {
-    ctx.body = await deps.repository.getTask(taskIdParam(ctx));
+  router.get('/:id', read, async (ctx) => {
+    ctx.body = await deps.repository.getTask(taskIdParam(ctx), tenant(ctx));
   });
 
-  router.get('/:id/events', async (ctx) => {
-    ctx.body = { items: await deps.repository.taskEvents(taskIdParam(ctx)) };
+  router.get('/:id/events', read, async (ctx) => {
+    ctx.body = { items: await deps.repository.taskEvents(taskIdParam(ctx), tenant(ctx)) };
   });
 
-  router.post('/:id/cancel', async (ctx) => {
+  router.post('/:id/cancel', write, async (ctx) => {
     const id = taskIdParam(ctx);
-    const { task, outcome } = await deps.repository.cancelTask(id);
+    const { task, outcome } = await deps.repository.cancelTask(id, tenant(ctx));
     if (outcome === 'requested') {
       deps.control.broadcastCancel(id);
       deps.log.info({ taskId: id, type: task.type }, 'cancellation requested');
@@ -118,17 +130,17 @@ export function tasksRouter(deps: TasksDeps): Router {
     ctx.body = task;
   });
 
-  router.post('/:id/retry', async (ctx) => {
-    const task = await deps.repository.rerunTask(taskIdParam(ctx));
+  router.post('/:id/retry', write, async (ctx) => {
+    const task = await deps.repository.rerunTask(taskIdParam(ctx), tenant(ctx));
     const log = deps.log.child({ taskId: task.id, type: task.type });
     log.info('task retried by request');
     ctx.status = 202;
     ctx.body = await publishTask(deps, task, log);
   });
 
-  router.delete('/:id', async (ctx) => {
+  router.delete('/:id', write, async (ctx) => {
     const id = taskIdParam(ctx);
-    const was = await deps.repository.deleteTask(id);
+    const was = await deps.repository.deleteTask(id, tenant(ctx));
     // The row is gone, so the worker's writes are refused; telling it stops the handler too.
     if (was === TaskStatus.in_progress) deps.control.broadcastCancel(id);
     ctx.status = 204;

@@ -93,7 +93,7 @@ export class TaskReconciler {
     // A refused spec cannot change (the CRD makes it immutable): it was reported once, for this generation.
     const refused = resource.status?.conditions?.some((c) => c.type === 'Accepted' && c.status === 'False');
     if (!taskId && refused && resource.status?.observedGeneration === resource.metadata?.generation) return;
-    const task = taskId ? await this.#deps.repository.findTask(taskId) : await this.#submit(resource);
+    const task = taskId ? await this.#deps.repository.findTask(taskId, tenantOf(resource)) : await this.#submit(resource);
     if (!task) {
       // Deleted through the API or swept by retention: the resource keeps its last status; its TTL still applies.
       return taskId ? this.#next(resource, resource.status ?? {}, false) : undefined;
@@ -138,7 +138,7 @@ export class TaskReconciler {
       await recordEvent(kube, resource, { type: 'Warning', reason: 'InvalidSpec', message: error.message }, log);
       return null;
     }
-    const { task, created } = await submitTask(this.#deps, submission);
+    const { task, created } = await submitTask(this.#deps, tenantOf(resource), submission);
     if (created) await recordEvent(kube, resource, { type: 'Normal', reason: 'Submitted', message: `created task ${task.id}` }, log);
     return task;
   }
@@ -147,7 +147,7 @@ export class TaskReconciler {
   async #finalize(resource: TaskResource, finalizers: string[]): Promise<void> {
     const taskId = resource.status?.taskId;
     if (taskId) {
-      const cancelled = await this.#deps.repository.cancelTask(taskId).catch((error: unknown) => {
+      const cancelled = await this.#deps.repository.cancelTask(taskId, tenantOf(resource)).catch((error: unknown) => {
         if ((error as { status?: number }).status === 404) return null;
         throw error;
       });
@@ -169,6 +169,11 @@ export class TaskReconciler {
   #patchStatus(resource: TaskResource, status: TaskResourceStatus): Promise<void> {
     return patchStatus(this.#deps.kube, 'tasks', resource, status);
   }
+}
+
+/** A Task resource's tasks belong to the tenant named after its namespace (namespaces are valid tenant names). */
+function tenantOf(resource: TaskResource): string {
+  return resource.metadata?.namespace ?? 'default';
 }
 
 /** The REST submission a Task resource's spec stands for (the spec mirrors the REST body, plus the TTL). */

@@ -2,6 +2,7 @@ import type { Config } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { migrate } from './migrate.ts';
 import { type DatabasePool, openPool } from './pool.ts';
+import { ApiKeysRepository } from './api-keys-repository.ts';
 import { TasksRepository } from './tasks-repository.ts';
 
 /** The database as a lifecycle component: opens the pool and brings the schema up to date on start. */
@@ -35,6 +36,10 @@ export class Database {
 
   tasks(): TasksRepository {
     return new TasksRepository(this.pool);
+  }
+
+  apiKeys(): ApiKeysRepository {
+    return new ApiKeysRepository(this.pool);
   }
 
   async stop(): Promise<void> {

@@ -7,7 +7,7 @@ import { TaskEventSchema, TaskSchema } from '../tasks/model.ts';
 import { type Edge, type TaskStatus, TaskStatus as Status } from '../tasks/state.ts';
 
 export const TASK_COLUMNS = sql.fragment`
-  id, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error, errors, backoff,
+  id, tenant, type, payload, priority, status, attempts, max_attempts AS "maxAttempts", result, error, errors, backoff,
   timeout_ms AS "timeoutMs", idempotency_key AS "idempotencyKey", retention_ms::float8 AS "retentionMs",
   run_at AS "runAt", cancel_requested_at IS NOT NULL AS "cancelRequested", worker_id AS "workerId",
   lease_expires_at AS "leaseExpiresAt", created_at AS "createdAt", updated_at AS "updatedAt",

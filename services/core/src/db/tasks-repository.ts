@@ -32,8 +32,12 @@ import {
   workerRow,
 } from './task-sql.ts';
 
+/** Limits a statement to one tenant's tasks, or to none when the caller is the system itself. */
+const ownedBy = (tenant: string | undefined) => (tenant === undefined ? ANY_ROW : sql.fragment`tenant = ${tenant}`);
+
 export type NewTask = {
   id: string;
+  tenant: string;
   type: string;
   payload: unknown;
   priority: number;
@@ -46,6 +50,7 @@ export type NewTask = {
 };
 
 export type TaskFilter = {
+  tenant: string;
   status?: TaskStatus | undefined;
   type?: string | undefined;
   /** Only tasks with an id below this one (the previous page's last id). */
@@ -60,7 +65,9 @@ export type ClaimedTask = Task & { leaseToken: string };
 export type Lease = { id: string; leaseToken: string };
 
 /**
- * Every read and write of the `tasks` table. Methods that change a task's status return `null` when the task
+ * Every read and write of the `tasks` table. The methods a client reaches take a `tenant`: a task of another
+ * tenant is then treated as missing. System callers (workers, the reaper) leave it out and see every task.
+ * Methods that change a task's status return `null` when the task
  * was not in a status the change starts from, or when the writer's lease is no longer the task's (someone
  * else changed it first); they do not throw for that. Every method throws {@link DatabaseUnavailable} when
  * PostgreSQL cannot be reached.
@@ -79,28 +86,30 @@ export class TasksRepository {
   async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
     return translated(async () => {
       const inserted = await this.#pool.maybeOne(task`${logged(
-        sql.fragment`INSERT INTO tasks (id, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
+        sql.fragment`INSERT INTO tasks (id, tenant, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
         VALUES (
-          ${input.id}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts},
+          ${input.id}, ${input.tenant}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts},
           ${sql.jsonb(input.backoff)}, ${input.runAt === undefined ? sql.fragment`now()` : sql.fragment`${input.runAt}::timestamptz`},
           ${input.timeoutMs ?? null}, ${input.idempotencyKey ?? null}, ${input.retentionMs ?? null}
         )
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
+        ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
         { kind: 'submitted', detail: sql.fragment`jsonb_build_object('priority', priority, 'runAt', ${iso(sql.fragment`run_at`)})` },
       )}`);
       if (inserted) return { task: inserted, created: true };
-      const existing = await this.#pool.one(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE idempotency_key = ${input.idempotencyKey ?? null}`);
+      const existing = await this.#pool.one(
+        task`SELECT ${TASK_COLUMNS} FROM tasks WHERE tenant = ${input.tenant} AND idempotency_key = ${input.idempotencyKey ?? null}`,
+      );
       return { task: existing, created: false };
     });
   }
 
-  async findTask(id: string): Promise<Task | null> {
-    return translated(() => this.#pool.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id}`));
+  async findTask(id: string, tenant?: string): Promise<Task | null> {
+    return translated(() => this.#pool.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id} AND ${ownedBy(tenant)}`));
   }
 
   /** @throws {TaskNotFound} */
-  async getTask(id: string): Promise<Task> {
-    const found = await this.findTask(id);
+  async getTask(id: string, tenant?: string): Promise<Task> {
+    const found = await this.findTask(id, tenant);
     if (!found) throw new TaskNotFound(id);
     return found;
   }
@@ -108,11 +117,12 @@ export class TasksRepository {
   /** Newest first, by id (UUIDv7 ids sort by creation time). */
   async listTasks(filter: TaskFilter): Promise<readonly Task[]> {
     const conditions = [
+      sql.fragment`tenant = ${filter.tenant}`,
       filter.status === undefined ? null : sql.fragment`status = ${filter.status}`,
       filter.type === undefined ? null : sql.fragment`type = ${filter.type}`,
       filter.beforeId === undefined ? null : sql.fragment`id < ${filter.beforeId}`,
     ].filter((c) => c !== null);
-    const where = conditions.length === 0 ? sql.fragment`TRUE` : sql.join(conditions, sql.fragment` AND `);
+    const where = sql.join(conditions, sql.fragment` AND `);
     return translated(() =>
       this.#pool.any(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE ${where} ORDER BY id DESC LIMIT ${filter.limit}`),
     );
@@ -266,18 +276,19 @@ export class TasksRepository {
    * `cancelRequested` (its worker stops it). Finished tasks are returned unchanged.
    * @throws {TaskNotFound}
    */
-  async cancelTask(id: string): Promise<{ task: Task; outcome: 'cancelled' | 'requested' | 'unchanged' }> {
+  async cancelTask(id: string, tenant?: string): Promise<{ task: Task; outcome: 'cancelled' | 'requested' | 'unchanged' }> {
+    const owned = ownedBy(tenant);
     return translated(() =>
       this.#pool.transaction(async (tx) => {
-        const now = await tx.maybeOne(transition(Transition.cancel, id, sql.fragment`finished_at = now(), cancel_requested_at = now()`, ANY_ROW, { kind: 'cancelled' }));
+        const now = await tx.maybeOne(transition(Transition.cancel, id, sql.fragment`finished_at = now(), cancel_requested_at = now()`, owned, { kind: 'cancelled' }));
         if (now) return { task: now, outcome: 'cancelled' as const };
         const running = await tx.maybeOne(task`${logged(
           sql.fragment`UPDATE tasks SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
-            WHERE id = ${id} AND status = ${Status.in_progress}`,
+            WHERE id = ${id} AND status = ${Status.in_progress} AND ${owned}`,
           { kind: 'cancel_requested' },
         )}`);
         if (running) return { task: running, outcome: 'requested' as const };
-        const current = await tx.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id}`);
+        const current = await tx.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id} AND ${owned}`);
         if (!current) throw new TaskNotFound(id);
         return { task: current, outcome: 'unchanged' as const };
       }),
@@ -290,13 +301,13 @@ export class TasksRepository {
    * @throws {TaskNotFound}
    * @throws {TaskConflict} when the task is not failed or cancelled.
    */
-  async rerunTask(id: string): Promise<Task> {
+  async rerunTask(id: string, tenant?: string): Promise<Task> {
     const set = sql.fragment`
       attempts = 0, run_at = now(), result = NULL, error = NULL, started_at = NULL, finished_at = NULL,
       cancel_requested_at = NULL, worker_id = NULL`;
-    const rerun = await translated(() => this.#pool.maybeOne(transition(Transition.rerun, id, set, ANY_ROW, { kind: 'rerun' })));
+    const rerun = await translated(() => this.#pool.maybeOne(transition(Transition.rerun, id, set, ownedBy(tenant), { kind: 'rerun' })));
     if (rerun) return rerun;
-    const current = await this.getTask(id);
+    const current = await this.getTask(id, tenant);
     throw new TaskConflict(`task ${id} is ${current.status}: only failed or cancelled tasks can be retried`);
   }
 
@@ -305,8 +316,10 @@ export class TasksRepository {
    * @returns the status it had (a running task's worker must be told to stop).
    * @throws {TaskNotFound}
    */
-  async deleteTask(id: string): Promise<TaskStatus> {
-    const deleted = await translated(() => this.#pool.maybeOne(statusRow`DELETE FROM tasks WHERE id = ${id} RETURNING status`));
+  async deleteTask(id: string, tenant?: string): Promise<TaskStatus> {
+    const deleted = await translated(() =>
+      this.#pool.maybeOne(statusRow`DELETE FROM tasks WHERE id = ${id} AND ${ownedBy(tenant)} RETURNING status`),
+    );
     if (!deleted) throw new TaskNotFound(id);
     return deleted.status;
   }
@@ -358,13 +371,13 @@ export class TasksRepository {
   }
 
   /** The task's history, oldest first. @throws {TaskNotFound} */
-  async taskEvents(id: string): Promise<readonly TaskEvent[]> {
-    const events = await translated(() =>
+  async taskEvents(id: string, tenant?: string): Promise<readonly TaskEvent[]> {
+    // Reading the task first keeps another tenant's history out of reach.
+    await this.getTask(id, tenant);
+    return translated(() =>
       this.#pool.any(eventRow`
         SELECT at, kind, attempt, worker_id AS "workerId", detail FROM task_events WHERE task_id = ${id} ORDER BY id`),
     );
-    if (events.length === 0) await this.getTask(id);
-    return events;
   }
 
   /** Counts for the metrics: tasks by status, and the outbox (due pending tasks and the oldest one's age). */

@@ -40,6 +40,7 @@ export const JsonValueSchema = z.unknown().meta({ id: 'JsonValue', description: 
 export const TaskSchema = z
   .object({
     id: z.uuid(),
+    tenant: z.string().meta({ description: 'The tenant whose key created the task; only its keys see the task.' }),
     type: z.string(),
     payload: JsonValueSchema,
     priority: z.number().int().min(TASK_LIMITS.minPriority).max(TASK_LIMITS.maxPriority),

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { type FieldIssue, ValidationError } from '../errors.ts';
 import { BackoffSchema } from './backoff.ts';
-import { JsonValueSchema, TASK_LIMITS } from './model.ts';
+import { storableText, StorableJsonSchema } from '../storable.ts';
+import { TASK_LIMITS } from './model.ts';
 import { findTaskType, taskTypeNames } from './registry.ts';
 
 const knownTypes = () => taskTypeNames().join(', ');
@@ -17,7 +18,9 @@ export const SubmitTaskSchema = z
             : `type is required: one of ${knownTypes()}`,
       })
       .meta({ description: 'A registered task type.' }),
-    payload: JsonValueSchema.default({}).meta({ description: "The task's input; must fit the type's payload schema." }),
+    payload: StorableJsonSchema.default({}).meta({
+      description: "The task's input (any JSON, nested at most 32 levels); must fit the type's payload schema.",
+    }),
     priority: z
       .number()
       .int()
@@ -49,10 +52,7 @@ export const SubmitTaskSchema = z
       .max(TASK_LIMITS.maxTimeoutMs)
       .optional()
       .meta({ description: 'An attempt running longer is aborted and fails with error `timeout`.' }),
-    idempotencyKey: z
-      .string()
-      .min(1)
-      .max(TASK_LIMITS.maxIdempotencyKeyLength)
+    idempotencyKey: storableText(z.string().min(1).max(TASK_LIMITS.maxIdempotencyKeyLength))
       .optional()
       .meta({ description: 'A second submit with the same key returns the first task (200) instead of creating one. Also accepted as the Idempotency-Key header.' }),
     retentionMs: z

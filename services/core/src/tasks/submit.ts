@@ -1,5 +1,5 @@
 import type { TasksRepository } from '../db/tasks-repository.ts';
-import { newTaskId } from '../ids.ts';
+import { newId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import type { Publisher } from '../queue/publisher.ts';
 import { DEFAULT_BACKOFF } from './backoff.ts';
@@ -12,12 +12,13 @@ export type SubmitDeps = { repository: TasksRepository; publisher: Publisher; lo
  * Stores a task, then publishes it. The row is committed before the message exists, so a worker never
  * receives a task it cannot find; if RabbitMQ is down or slow the task stays `pending` for the outbox relay,
  * and is still accepted. A task due later is left to the relay. A known idempotency key returns the task it
- * created (`created: false`) and changes nothing.
+ * created for the same tenant (`created: false`) and changes nothing.
  * @throws {DatabaseUnavailable} when the task could not be stored (nothing was accepted).
  */
-export async function submitTask(deps: SubmitDeps, submission: Submission): Promise<{ task: Task; created: boolean }> {
+export async function submitTask(deps: SubmitDeps, tenant: string, submission: Submission): Promise<{ task: Task; created: boolean }> {
   const { task, created } = await deps.repository.insertTask({
-    id: newTaskId(),
+    id: newId(),
+    tenant,
     ...submission,
     backoff: submission.backoff ?? DEFAULT_BACKOFF,
   });
