@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BrokerUnavailable } from '../../services/core/src/errors.ts';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import type { Logger } from '../../services/core/src/log.ts';
 import { Broker } from '../../services/core/src/queue/broker.ts';
 import { Consumer, type Delivery } from '../../services/core/src/queue/consumer.ts';
@@ -117,7 +117,7 @@ async function refusal(call: Promise<unknown>): Promise<Error & { code?: number 
   throw new Error('unreachable');
 }
 
-const message = (priority: number, type = 'echo'): TaskMessage => ({ taskId: newTaskId(), type, priority });
+const message = (priority: number, type = 'echo'): TaskMessage => ({ taskId: newId(), type, priority });
 
 const publish = (publisher: Publisher, m: TaskMessage) => within(publisher.publish(m), 5_000, `the confirm of ${m.taskId}`);
 

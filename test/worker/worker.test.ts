@@ -1,5 +1,5 @@
 import * as assert from 'uvu/assert';
-import { newTaskId } from '../../services/core/src/ids.ts';
+import { newId } from '../../services/core/src/ids.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
 import { eventually, request } from '../support/system.ts';
@@ -78,7 +78,7 @@ outcomes('a failing task is retried after its backoff until maxAttempts, keeping
 
 outcomes('a task no handler exists for fails at once, whatever attempts are left', async ({ world, baseUrl, queue, db }) => {
   // As a row written by a newer API whose type this worker does not know; the API itself refuses unknown types.
-  const id = newTaskId();
+  const id = newId();
   await db.query(
     `INSERT INTO tasks (id, type, payload, priority, max_attempts, backoff) VALUES ($1, 'retired-type', '{}', 5, 5, '{"type":"fixed","delayMs":0,"maxDelayMs":0,"jitter":false}')`,
     [id],
