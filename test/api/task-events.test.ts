@@ -86,7 +86,7 @@ test.after(async (ctx) => {
 async function submitDirect(ctx: Ctx, connection: Connection, type: string, payload: unknown, maxAttempts = 1): Promise<Task> {
   const backoff = { type: 'fixed' as const, delayMs: RETRY_DELAY_MS, maxDelayMs: RETRY_DELAY_MS, jitter: false };
   const { task } = await ctx.repo.insertTask({ id: newId(), tenant: 'default', type, payload, priority: 5, maxAttempts, backoff });
-  return publishTask({ repository: ctx.repo, publisher: connection.publisher, log: testLog }, task, testLog);
+  return publishTask({ repository: ctx.repo, publisher: connection.publisher, log: testLog }, task);
 }
 
 const statusIs = (ctx: Ctx, id: string, status: string) =>

@@ -40,7 +40,7 @@ test('reconcileQueued leaves queued tasks alone while RabbitMQ holds a message f
   await connected();
   const deps = { repository: rig.repo, publisher, log: testLog };
   const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert(), testLog)).id);
+  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert())).id);
   await rig.backdate(ids, 'updated_at', 10 * MINUTE);
 
   assert.is(await reconcileQueued(rig.repo, () => publisher.depth(), MINUTE, testLog), 0);
@@ -53,7 +53,7 @@ test('reconcileQueued sends stale queued tasks back through the relay when Rabbi
   await connected();
   const deps = { repository: rig.repo, publisher, log: testLog };
   const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert(), testLog)).id);
+  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert())).id);
   await rig.backdate(ids, 'updated_at', 10 * MINUTE);
   await purge(rig.queue);
 
@@ -72,8 +72,8 @@ test('reconcileQueued sends back only tasks queued for longer than staleMs', asy
   const { publisher, connected } = await rig.connect();
   await connected();
   const deps = { repository: rig.repo, publisher, log: testLog };
-  const stale = (await publishTask(deps, await rig.insert(), testLog)).id;
-  const fresh = (await publishTask(deps, await rig.insert(), testLog)).id;
+  const stale = (await publishTask(deps, await rig.insert())).id;
+  const fresh = (await publishTask(deps, await rig.insert())).id;
   await rig.backdate([stale], 'updated_at', 10 * MINUTE);
   await purge(rig.queue);
 
@@ -86,7 +86,7 @@ test('reconcileQueued compares nothing while RabbitMQ is unreachable', async ({ 
   const { publisher, connected } = await rig.connect();
   await connected();
   const deps = { repository: rig.repo, publisher, log: testLog };
-  const id = (await publishTask(deps, await rig.insert(), testLog)).id;
+  const id = (await publishTask(deps, await rig.insert())).id;
   await rig.backdate([id], 'updated_at', 10 * MINUTE);
   await publisher.stop();
   const unreachable = () => publisher.depth();

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { BackoffSchema } from '../../core/src/tasks/backoff.ts';
 import { JsonValueSchema, TaskErrorSchema, TaskEventSchema, TaskSchema } from '../../core/src/tasks/model.ts';
 import { TASK_TYPES } from '../../core/src/tasks/registry.ts';
-import { SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
+import { BATCH_LIMITS, SubmitBatchSchema, SubmitTaskSchema } from '../../core/src/tasks/submission.ts';
 import { ApiKeySchema } from '../../core/src/db/api-keys-repository.ts';
 import { ListTasksQuerySchema, ProblemSchema, TaskIdSchema, TaskListSchema, HealthSchema } from './schemas.ts';
 import { CreateKeySchema, KEYS_PATH } from './routes/keys.ts';
@@ -15,7 +15,7 @@ const problem = (description: string) => ({ description, content: { 'application
 /** JSON Schema (2020-12, as OpenAPI 3.1 uses) of every named schema, with references between them. */
 function components(): Record<string, unknown> {
   const registry = z.registry<{ id: string; description?: string }>();
-  const named = [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, TaskEventSchema, SubmitTaskSchema, TaskListSchema, ProblemSchema, HealthSchema, ApiKeySchema, CreateKeySchema];
+  const named = [JsonValueSchema, TaskErrorSchema, BackoffSchema, TaskSchema, TaskEventSchema, SubmitTaskSchema, SubmitBatchSchema, TaskListSchema, ProblemSchema, HealthSchema, ApiKeySchema, CreateKeySchema];
   for (const schema of named) {
     registry.add(schema, { id: (schema.meta() as { id: string }).id });
   }
@@ -95,6 +95,27 @@ export function openApiDocument(): object {
           operationId: 'listTasks',
           parameters: queryParameters(),
           responses: keyed('tasks:read', { '200': { description: 'One page.', content: json(ref('TaskList')) }, '400': problem('Invalid query.') }),
+        },
+      },
+      [`${TASKS_PATH}/batch`]: {
+        post: {
+          summary: `Submit up to ${BATCH_LIMITS.maxTasks} tasks at once: all stored, or none`,
+          operationId: 'submitTasks',
+          requestBody: {
+            required: true,
+            content: json({ allOf: [ref('SubmitBatch'), { type: 'object', properties: { tasks: { type: 'array', items: ref('SubmitTask') } } }] }),
+          },
+          responses: keyed('tasks:write', {
+            '201': {
+              description: 'Stored, in the order sent. A task whose idempotencyKey was used before (or earlier in the batch) is the task that key created.',
+              content: json({ type: 'object', required: ['items'], properties: { items: { type: 'array', items: ref('Task') } } }),
+            },
+            '400': problem('The body is not JSON, or an Idempotency-Key header was sent (keys go on each task).'),
+            '413': problem('The body is larger than BODY_LIMIT_BYTES (1 MiB by default).'),
+            '415': problem('The body is not JSON.'),
+            '422': problem('Some task is invalid (each problem is reported under `tasks.<index>`); nothing was stored.'),
+            '503': problem('PostgreSQL is unreachable; nothing was stored.'),
+          }),
         },
       },
       [`${TASKS_PATH}/{id}`]: {

@@ -197,6 +197,6 @@ export class Worker {
     });
     if (!back) return;
     log.info('task handed back');
-    await publishTask({ repository: this.#options.repository, publisher: this.#options.publisher, log }, back, log);
+    await publishTask({ repository: this.#options.repository, publisher: this.#options.publisher, log }, back);
   }
 }

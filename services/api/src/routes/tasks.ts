@@ -7,8 +7,8 @@ import { TaskStatus } from '../../../core/src/tasks/state.ts';
 import type { TasksRepository } from '../../../core/src/db/tasks-repository.ts';
 import type { Logger } from '../../../core/src/log.ts';
 import type { Publisher } from '../../../core/src/queue/publisher.ts';
-import { parseSubmission, toFieldIssues } from '../../../core/src/tasks/submission.ts';
-import { publishTask, submitTask } from '../../../core/src/tasks/submit.ts';
+import { parseBatch, parseSubmission, toFieldIssues } from '../../../core/src/tasks/submission.ts';
+import { publishTask, submitTask, submitTasks } from '../../../core/src/tasks/submit.ts';
 import { Scope } from '../../../core/src/auth/api-key.ts';
 import { principalOf, requireScope } from '../auth.ts';
 import { jsonBody } from '../body.ts';
@@ -97,6 +97,18 @@ export function tasksRouter(deps: TasksDeps): Router {
     ctx.body = task;
   });
 
+  router.post('/batch', write, countRejections(deps.metrics), jsonBody(deps.bodyLimitBytes), async (ctx) => {
+    if (ctx.get('idempotency-key') !== '') {
+      throw new ValidationError('a batch takes an idempotencyKey per task, not the Idempotency-Key header', [
+        { path: 'Idempotency-Key', message: 'not accepted on a batch' },
+      ], 400);
+    }
+    const results = await submitTasks(deps, tenant(ctx), parseBatch(ctx.request.body));
+    for (const { task, created } of results) if (created) deps.metrics.submitted.inc({ type: task.type });
+    ctx.status = 201;
+    ctx.body = { items: results.map((r) => r.task) };
+  });
+
   router.get('/', read, async (ctx) => {
     const { limit, ...filter } = listQuery(ctx);
     // One row more than asked tells whether another page exists without a count.
@@ -135,7 +147,7 @@ export function tasksRouter(deps: TasksDeps): Router {
     const log = deps.log.child({ taskId: task.id, type: task.type });
     log.info('task retried by request');
     ctx.status = 202;
-    ctx.body = await publishTask(deps, task, log);
+    ctx.body = await publishTask(deps, task);
   });
 
   router.delete('/:id', write, async (ctx) => {

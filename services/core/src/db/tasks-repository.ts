@@ -80,26 +80,51 @@ export class TasksRepository {
   }
 
   /**
-   * Stores a new task as `pending`. With an idempotency key already used, stores nothing and returns the
-   * task that key created (`created: false`), also when both submits race.
+   * Stores a new task as `pending`. With an idempotency key its tenant already used, stores nothing and returns
+   * the task that key created (`created: false`), also when both submits race.
    */
   async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
+    return (await this.insertTasks([input]))[0] as { task: Task; created: boolean };
+  }
+
+  /**
+   * Stores new tasks as `pending` in one statement, answering in input order as {@link insertTask} does for each:
+   * a used idempotency key (earlier, or earlier in the same list) returns the task it created.
+   */
+  async insertTasks(inputs: readonly NewTask[]): Promise<{ task: Task; created: boolean }[]> {
+    if (inputs.length === 0) return [];
+    const column = <T,>(pick: (input: NewTask) => T) => inputs.map(pick);
     return translated(async () => {
-      const inserted = await this.#pool.maybeOne(task`${logged(
+      const inserted = await this.#pool.any(task`${logged(
         sql.fragment`INSERT INTO tasks (id, tenant, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
-        VALUES (
-          ${input.id}, ${input.tenant}, ${input.type}, ${sql.jsonb(input.payload as SerializableValue)}, ${input.priority}, ${input.maxAttempts},
-          ${sql.jsonb(input.backoff)}, ${input.runAt === undefined ? sql.fragment`now()` : sql.fragment`${input.runAt}::timestamptz`},
-          ${input.timeoutMs ?? null}, ${input.idempotencyKey ?? null}, ${input.retentionMs ?? null}
-        )
+        SELECT id, tenant, type, payload, priority, max_attempts, backoff, coalesce(run_at, now()), timeout_ms, idempotency_key, retention_ms
+        FROM unnest(
+          ${sql.array(column((t) => t.id), 'uuid')}, ${sql.array(column((t) => t.tenant), 'text')}, ${sql.array(column((t) => t.type), 'text')},
+          ${sql.array(column((t) => JSON.stringify(t.payload)), 'jsonb')}, ${sql.array(column((t) => t.priority), 'int2')},
+          ${sql.array(column((t) => t.maxAttempts), 'int4')}, ${sql.array(column((t) => JSON.stringify(t.backoff)), 'jsonb')},
+          ${sql.array(column((t) => t.runAt ?? null), 'timestamptz')}, ${sql.array(column((t) => t.timeoutMs ?? null), 'int4')},
+          ${sql.array(column((t) => t.idempotencyKey ?? null), 'text')}, ${sql.array(column((t) => t.retentionMs ?? null), 'int8')}
+        ) AS input(id, tenant, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
         ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
         { kind: 'submitted', detail: sql.fragment`jsonb_build_object('priority', priority, 'runAt', ${iso(sql.fragment`run_at`)})` },
       )}`);
-      if (inserted) return { task: inserted, created: true };
-      const existing = await this.#pool.one(
-        task`SELECT ${TASK_COLUMNS} FROM tasks WHERE tenant = ${input.tenant} AND idempotency_key = ${input.idempotencyKey ?? null}`,
-      );
-      return { task: existing, created: false };
+      const created = new Map(inserted.map((row) => [row.id, row]));
+      const reused = inputs.filter((input) => !created.has(input.id));
+      const existing = new Map<string, Task>();
+      if (reused.length > 0) {
+        const rows = await this.#pool.any(task`
+          SELECT ${TASK_COLUMNS} FROM tasks
+          WHERE (tenant, idempotency_key) IN (
+            SELECT * FROM unnest(${sql.array(reused.map((t) => t.tenant), 'text')}, ${sql.array(reused.map((t) => t.idempotencyKey ?? null), 'text')}))`);
+        for (const row of rows) existing.set(`${row.tenant}\u0000${row.idempotencyKey}`, row);
+      }
+      return inputs.map((input) => {
+        const mine = created.get(input.id);
+        if (mine) return { task: mine, created: true };
+        const first = existing.get(`${input.tenant}\u0000${input.idempotencyKey}`);
+        if (!first) throw new TaskConflict(`the task with idempotency key '${input.idempotencyKey}' was deleted while this submit ran; submit again`);
+        return { task: first, created: false };
+      });
     });
   }
 

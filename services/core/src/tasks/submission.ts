@@ -76,6 +76,48 @@ export function toFieldIssues(issues: readonly z.core.$ZodIssue[], prefix: reado
   });
 }
 
+/** How many tasks one batch may carry, and how many of its problems a refusal lists. */
+export const BATCH_LIMITS = Object.freeze({ maxTasks: 1000, maxReportedIssues: 100 });
+
+export const SubmitBatchSchema = z
+  .object({
+    tasks: z
+      .array(z.unknown())
+      .min(1)
+      .max(BATCH_LIMITS.maxTasks)
+      .meta({ description: `1 to ${BATCH_LIMITS.maxTasks} tasks, each as \`POST /api/v1/tasks\` takes it.` }),
+  })
+  .strict()
+  .meta({ id: 'SubmitBatch' });
+
+/**
+ * Validates a batch: all of it or nothing, with every problem reported under `tasks.<index>`.
+ * @throws {ValidationError} (422) listing the problems found (the first {@link BATCH_LIMITS.maxReportedIssues}).
+ */
+export function parseBatch(body: unknown): Submission[] {
+  const parsed = SubmitBatchSchema.safeParse(body);
+  if (!parsed.success) {
+    const errors = toFieldIssues(parsed.error.issues);
+    throw new ValidationError(errors.map((e) => `${e.path}: ${e.message}`).join('; '), errors);
+  }
+  const submissions: Submission[] = [];
+  const errors: FieldIssue[] = [];
+  parsed.data.tasks.forEach((item, index) => {
+    try {
+      submissions.push(parseSubmission(item));
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      errors.push(...error.errors.map((e) => ({ path: `tasks.${index}.${e.path === '(body)' ? '' : e.path}`.replace(/\.$/, ''), message: e.message })));
+    }
+  });
+  if (errors.length > 0) {
+    const shown = errors.slice(0, BATCH_LIMITS.maxReportedIssues);
+    const more = errors.length > shown.length ? `; and ${errors.length - shown.length} more` : '';
+    throw new ValidationError(`no task was stored: ${shown.map((e) => `${e.path}: ${e.message}`).join('; ')}${more}`, shown);
+  }
+  return submissions;
+}
+
 /**
  * Validates a submission, including the payload against its type's own schema.
  * @throws {ValidationError} (422) listing every problem found.

@@ -1,0 +1,205 @@
+// `npm run bench`: measures Conveyor on this machine. Each benchmark gets a fresh database and queue and its
+// own API and worker processes; the load comes from a separate process over keep-alive HTTP. Prints a table
+// and writes bench/results/<time>.json. `npm run bench -- --help` lists the options.
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { type LoadJob, type LoadResult } from './load.ts';
+import { describeMachine } from './machine.ts';
+import { BenchSystem, cpuOf, type ProcessCost } from './system.ts';
+
+const { values: options } = parseArgs({
+  options: {
+    only: { type: 'string', default: 'single,batch,e2e,latency' },
+    soak: { type: 'boolean', default: false },
+    'soak-tasks': { type: 'string', default: '1000000' },
+    tasks: { type: 'string', default: '50000' },
+    workers: { type: 'string', default: '1' },
+    concurrency: { type: 'string', default: '50' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (options.help) {
+  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50]`);
+  process.exit(0);
+}
+
+const root = join(import.meta.dirname, '..');
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const resultsDir = join(root, 'bench', 'results');
+const logDir = join(resultsDir, stamp);
+mkdirSync(logDir, { recursive: true });
+const settings = {
+  databaseUrl: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+  amqpUrl: process.env['AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672',
+  workers: Number(options.workers),
+  workerConcurrency: Number(options.concurrency),
+  logDir,
+  env: { LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'info' },
+};
+
+type Outcome = { name: string; figures: Record<string, unknown>; costs: ProcessCost[]; postgresCpuSeconds: number; rabbitmqCpuSeconds: number };
+
+/** Runs one load job in its own process. */
+function load(job: LoadJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [join(import.meta.dirname, 'load.ts'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (chunk) => (out += chunk));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+  });
+}
+
+/** Runs `body` against a fresh system, measuring every process (and PostgreSQL and RabbitMQ) while it runs. */
+async function measured(name: string, body: (system: BenchSystem) => Promise<Record<string, unknown>>, withWorkers: boolean): Promise<Outcome> {
+  console.error(`bench: ${name}…`);
+  const system = await BenchSystem.start(settings);
+  try {
+    if (withWorkers) await system.startWorkers();
+    await system.beginWindow();
+    const [pg0, mq0] = [cpuOf('postgres'), cpuOf('beam.smp')];
+    const figures = await body(system);
+    const costs = await system.endWindow();
+    const round = (n: number) => Math.round(n * 100) / 100;
+    return { name, figures, costs, postgresCpuSeconds: round(cpuOf('postgres') - pg0), rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0) };
+  } finally {
+    await system.stop();
+  }
+}
+
+async function waitFinished(system: BenchSystem, expected: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await system.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE status IN ('completed', 'failed', 'cancelled')`);
+    if ((rows[0]?.n ?? 0) >= expected) return;
+    if (Date.now() > deadline) throw new Error(`only ${rows[0]?.n} of ${expected} tasks finished within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** Every task completed on its first attempt: the check that makes a throughput figure count. */
+async function verify(system: BenchSystem, expected: number): Promise<{ completed: number; firstAttempt: number }> {
+  const { rows } = await system.db.query<{ completed: number; first: number; total: number }>(
+    `SELECT count(*) FILTER (WHERE status = 'completed')::int AS completed, count(*) FILTER (WHERE attempts = 1)::int AS first, count(*)::int AS total FROM tasks`,
+  );
+  const row = rows[0] as { completed: number; first: number; total: number };
+  if (row.total !== expected || row.completed !== expected || row.first !== expected) {
+    throw new Error(`expected ${expected} tasks completed at attempt 1; found ${JSON.stringify(row)}`);
+  }
+  return { completed: row.completed, firstAttempt: row.first };
+}
+
+async function hasBatchEndpoint(system: BenchSystem): Promise<boolean> {
+  const res = await fetch(`${system.apiUrl}/api/v1/tasks/batch`, { method: 'POST', headers: { authorization: `Bearer ${system.key}`, 'content-type': 'application/json' }, body: '{"tasks":[]}' });
+  return res.status !== 404 && res.status !== 405;
+}
+
+/** Submits `total` echo tasks as fast as the API takes them: in batches of 1,000 when the API has the batch endpoint. */
+async function submitAll(system: BenchSystem, total: number): Promise<LoadResult & { mode: string }> {
+  if (await hasBatchEndpoint(system)) {
+    return { mode: 'batches of 1000', ...(await load({ mode: 'batches', url: system.apiUrl, key: system.key, connections: 4, batchSize: 1000, total })) };
+  }
+  // Without it, single submits on 64 connections until `total` were accepted.
+  const rate = await load({ mode: 'open', url: system.apiUrl, key: system.key, ratePerSecond: 20_000, durationMs: Math.ceil(total / 20) });
+  return { mode: 'single submits', ...rate };
+}
+
+const SCENARIOS: Record<string, () => Promise<Outcome[]>> = {
+  single: async () => [
+    await measured('single submit (64 connections)', async (system) => {
+      const r = await load({ mode: 'closed', url: system.apiUrl, key: system.key, connections: 64, warmupMs: 2_000, durationMs: 10_000 });
+      return { requestsPerSecond: Math.round((r.requests / r.elapsedMs) * 1000), latencyMs: r.latency, refused: r.refused };
+    }, false),
+  ],
+  batch: async () => [
+    await measured('batch submit (1,000 per request, 4 connections)', async (system) => {
+      if (!(await hasBatchEndpoint(system))) return { unavailable: 'no POST /api/v1/tasks/batch' };
+      const r = await load({ mode: 'batches', url: system.apiUrl, key: system.key, connections: 4, batchSize: 1000, total: 200_000 });
+      return { tasksPerSecond: Math.round((r.tasks / r.elapsedMs) * 1000), requestLatencyMs: r.latency, refused: r.refused };
+    }, false),
+  ],
+  e2e: async () => [
+    await measured(`end to end (${options.tasks} echo tasks)`, async (system) => {
+      const total = Number(options.tasks);
+      const submitted = await submitAll(system, total);
+      await waitFinished(system, submitted.tasks, 600_000);
+      const { rows } = await system.db.query<{ seconds: number }>(`SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8 AS seconds FROM tasks`);
+      const seconds = rows[0]?.seconds ?? 0;
+      return { tasks: submitted.tasks, submitMode: submitted.mode, seconds: Math.round(seconds * 100) / 100, tasksPerSecond: Math.round(submitted.tasks / seconds), ...(await verify(system, submitted.tasks)), refused: submitted.refused };
+    }, true),
+  ],
+  latency: async () => [await latencyAt(500), await latencyAt(2000)],
+};
+
+/** Submit→start and submit→complete percentiles at a fixed offered rate, from the tasks' own timestamps. */
+function latencyAt(rate: number): Promise<Outcome> {
+  return measured(`latency at ${rate} tasks/s (20 s)`, async (system) => {
+    const r = await load({ mode: 'open', url: system.apiUrl, key: system.key, ratePerSecond: rate, durationMs: 20_000 });
+    await waitFinished(system, r.tasks, 120_000);
+    const percentiles = async (column: string) => {
+      const { rows } = await system.db.query<{ p: number[] }>(
+        `SELECT percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY extract(epoch FROM ${column} - created_at) * 1000)::float8[] AS p FROM tasks`,
+      );
+      const [p50, p95, p99] = (rows[0]?.p ?? []).map((ms) => Math.round(ms * 10) / 10);
+      return { p50, p95, p99 };
+    };
+    return {
+      offered: rate,
+      achieved: Math.round((r.tasks / r.elapsedMs) * 1000),
+      submitToStartMs: await percentiles('started_at'),
+      submitToCompleteMs: await percentiles('finished_at'),
+      submitLatencyMs: r.latency,
+      ...(await verify(system, r.tasks)),
+      refused: r.refused,
+    };
+  }, true);
+}
+
+/** A long run with memory sampled every 10 s: resident memory must level off, not grow with the task count. */
+function soak(total: number): Promise<Outcome> {
+  return measured(`soak (${total} tasks)`, async (system) => {
+    const samples: { atSeconds: number; rssMb: Record<string, number> }[] = [];
+    const start = Date.now();
+    const sampler = setInterval(() => samples.push({ atSeconds: Math.round((Date.now() - start) / 1000), rssMb: system.rss() }), 10_000);
+    try {
+      const submitted = await submitAll(system, total);
+      await waitFinished(system, submitted.tasks, 3_600_000);
+      samples.push({ atSeconds: Math.round((Date.now() - start) / 1000), rssMb: system.rss() });
+      const third = Math.floor(samples.length / 3);
+      const growth = Object.fromEntries(Object.keys(samples[0]?.rssMb ?? {}).map((name) => {
+        const at = (i: number) => samples[i]?.rssMb[name] ?? 0;
+        return [name, { afterFirstThirdMb: at(third), endMb: at(samples.length - 1), peakMb: Math.max(...samples.map((s) => s.rssMb[name] ?? 0)) }];
+      }));
+      return { tasks: submitted.tasks, seconds: Math.round((Date.now() - start) / 1000), rssGrowth: growth, samples, ...(await verify(system, submitted.tasks)) };
+    } finally {
+      clearInterval(sampler);
+    }
+  }, true);
+}
+
+const machine = await describeMachine(settings.databaseUrl, settings.amqpUrl);
+const outcomes: Outcome[] = [];
+for (const name of options.only.split(',').filter(Boolean)) {
+  const scenario = SCENARIOS[name];
+  if (!scenario) throw new Error(`unknown benchmark '${name}'; known: ${Object.keys(SCENARIOS).join(', ')}`);
+  outcomes.push(...(await scenario()));
+}
+if (options.soak) outcomes.push(await soak(Number(options['soak-tasks'])));
+
+const run = { at: new Date().toISOString(), machine, configuration: { ...settings, env: { ...settings.env, RATE_LIMIT_PER_SECOND: '0', AUTH_MODE: 'apikey' } }, outcomes };
+const file = join(resultsDir, `${stamp}.json`);
+writeFileSync(file, `${JSON.stringify(run, null, 2)}\n`);
+printTable(run.machine, outcomes);
+console.log(`\nresults: ${file}\nservice logs: ${logDir}`);
+
+function printTable(machine: Record<string, unknown>, rows: Outcome[]): void {
+  console.log(`\n${Object.entries(machine).map(([k, v]) => `${k}: ${v}`).join(' | ')}\n`);
+  for (const row of rows) {
+    console.log(`${row.name}`);
+    const { samples: _samples, ...figures } = row.figures as { samples?: unknown };
+    console.log(`  ${JSON.stringify(figures)}`);
+    for (const cost of row.costs) console.log(`  ${cost.name}: peak RSS ${cost.peakRssMb} MB, CPU ${cost.cpuSeconds} s, event-loop delay p99 ${cost.eventLoopP99Ms ?? '?'} ms`);
+    console.log(`  PostgreSQL CPU ${row.postgresCpuSeconds} s, RabbitMQ CPU ${row.rabbitmqCpuSeconds} s`);
+  }
+}
