@@ -34,9 +34,9 @@ export class Authenticator {
    */
   async principal(authorization: string): Promise<Principal> {
     if (!this.enabled) return EVERYONE;
-    if (authorization === '') throw new Unauthenticated('an API key is required: send Authorization: Bearer <key>', false);
-    const match = /^Bearer +(\S+) *$/i.exec(authorization);
-    const secret = match?.[1] ?? '';
+    // Another scheme (Basic…) is no attempt at a bearer key: RFC 6750 answers it with a bare challenge.
+    if (!/^Bearer(\s|$)/i.test(authorization)) throw new Unauthenticated('an API key is required: send Authorization: Bearer <key>', false);
+    const secret = /^Bearer +(\S+) *$/i.exec(authorization)?.[1] ?? '';
     const found = API_KEY_PATTERN.test(secret) ? await this.#lookup(secret) : null;
     if (!found) throw new Unauthenticated('the API key is not valid: it is malformed, unknown or revoked', true);
     return found;
