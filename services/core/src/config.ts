@@ -148,6 +148,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const e = parsed.data;
   const host = e.HOST ?? (e.AUTH_MODE === 'none' ? '127.0.0.1' : '0.0.0.0');
+  if (e.HTTP_REQUEST_TIMEOUT_MS < e.HTTP_HEADERS_TIMEOUT_MS) {
+    throw new ConfigError('invalid configuration: HTTP_REQUEST_TIMEOUT_MS: must be at least HTTP_HEADERS_TIMEOUT_MS (the whole request includes its headers)');
+  }
   if (e.AUTH_MODE === 'none' && !LOOPBACK_HOSTS.has(host)) {
     throw new ConfigError(
       `invalid configuration: HOST: AUTH_MODE=none lets anyone who connects read and run every task, so the API listens on loopback only; unset HOST, or set AUTH_MODE=apikey to listen on ${host}`,

@@ -44,10 +44,15 @@ export function jsonProblems(value: unknown, limit = 5): Issue[] {
         issues.push({ path, message: `nesting is deeper than ${STORABLE_LIMITS.maxDepth} levels` });
         continue;
       }
-      for (const [key, child] of Object.entries(current)) {
-        const problem = textProblem(key);
-        if (problem) issues.push({ path: [...path, key], message: `key ${problem}` });
+      // Pushed last to first, so that problems come out in document order.
+      const entries = Object.entries(current);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, child] = entries[i] as [string, unknown];
         stack.push({ value: child, path: [...path, Array.isArray(current) ? Number(key) : key] });
+      }
+      for (const [key] of entries) {
+        const problem = textProblem(key);
+        if (problem && issues.length < limit) issues.push({ path: [...path, key], message: `key ${problem}` });
       }
     }
   }
