@@ -356,6 +356,25 @@ claims('every claim gets a new lease token', async ({ repo }) => {
   assert.is.not(second.leaseToken, first.leaseToken);
 });
 
+claims('concurrent claims share statements: each task goes to one claim, a duplicate delivery to the same worker gets nothing', async ({ repo }) => {
+  const tasks = await Promise.all(Array.from({ length: 30 }, () => insert(repo)));
+  // Every task claimed twice by the same worker, as a redelivered message would be, and all at once.
+  const requests = [...tasks, ...tasks].map((task) => repo.claimTask(task.id, WORKER, LEASE_MS));
+  const results = await Promise.all(requests);
+  for (const [i, task] of tasks.entries()) {
+    const pair = [results[i], results[i + tasks.length]];
+    assert.is(pair.filter((r) => r !== null).length, 1, `task ${i}: one attempt started`);
+    assert.is(pair.find((r) => r !== null)?.id, task.id, 'each answer is its own task');
+  }
+  const stored = await Promise.all(tasks.map((task) => repo.getTask(task.id)));
+  assert.ok(stored.every((task) => task.attempts === 1 && task.status === TaskStatus.in_progress));
+  // And the completions, grouped the same way, each land on their own task.
+  const won = results.filter((r) => r !== null);
+  const done = await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, { echo: claim.id })));
+  assert.equal(done.map((task) => task?.result), won.map((claim) => ({ echo: claim.id })));
+  assert.equal(await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, 'again'))), won.map(() => null), 'fenced: a second completion changes nothing');
+});
+
 claims('two concurrent claims of one task: exactly one wins', async ({ repo }) => {
   for (let round = 0; round < 5; round++) {
     const task = await insert(repo);

@@ -11,6 +11,7 @@ export class Database {
   readonly #log: Logger;
   readonly #applicationName: string;
   #pool: DatabasePool | null = null;
+  #tasks: TasksRepository | null = null;
 
   constructor(config: Config, applicationName: string, log: Logger) {
     this.#config = config;
@@ -34,8 +35,10 @@ export class Database {
     return this.#pool;
   }
 
+  /** One repository per process, so that every caller's hot-path writes are grouped together. */
   tasks(): TasksRepository {
-    return new TasksRepository(this.pool);
+    this.#tasks ??= new TasksRepository(this.pool);
+    return this.#tasks;
   }
 
   apiKeys(): ApiKeysRepository {
@@ -45,6 +48,7 @@ export class Database {
   async stop(): Promise<void> {
     const pool = this.#pool;
     this.#pool = null;
+    this.#tasks = null;
     await pool?.end();
   }
 }

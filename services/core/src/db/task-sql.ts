@@ -59,9 +59,9 @@ export type Event = { kind: EventKind; detail?: Fragment | ReturnType<typeof sql
  * Runs a statement that writes task rows (`… RETURNING *`) and appends one event per written row in the same
  * statement, so a task's history can never disagree with it. `detail` may read the written row's columns.
  */
-export function logged(statement: Fragment, event: Event, columns: Fragment = TASK_COLUMNS): Fragment {
+export function logged(statement: Fragment, event: Event, columns: Fragment = TASK_COLUMNS, returning: Fragment = sql.fragment`*`): Fragment {
   return sql.fragment`
-    WITH changed AS (${statement} RETURNING *),
+    WITH changed AS (${statement} RETURNING ${returning}),
     logged AS (
       INSERT INTO task_events (task_id, kind, attempt, worker_id, detail)
       SELECT id, ${event.kind}, attempts, worker_id, ${event.detail ?? sql.fragment`'{}'::jsonb`} FROM changed

@@ -1,4 +1,5 @@
-import { type DatabasePool, type SerializableValue, sql } from 'slonik';
+import { type DatabasePool, sql } from 'slonik';
+import { Coalescer } from '../coalescer.ts';
 import { TaskConflict, TaskNotFound } from '../errors.ts';
 import type { Backoff } from '../tasks/backoff.ts';
 import type { Task, TaskError, TaskEvent } from '../tasks/model.ts';
@@ -8,7 +9,7 @@ import {
   ANY_ROW,
   backlogRow,
   cancelled,
-  claimed,
+  claimed as claimedRow,
   countRow,
   type Event,
   eventRow,
@@ -64,6 +65,15 @@ export type ClaimedTask = Task & { leaseToken: string };
 /** A worker's hold on a running attempt. */
 export type Lease = { id: string; leaseToken: string };
 
+type ClaimRequest = { id: string; workerId: string; leaseMs: number };
+type Completion = { id: string; leaseToken: string; result: unknown };
+
+/**
+ * How the hot-path writes are grouped: up to `maxBatch` rows per statement, at most `maxInFlight` statements at
+ * once per kind, leaving the rest of the pool to everything else.
+ */
+const GROUPING = Object.freeze({ maxBatch: 500, maxInFlight: 3 });
+
 /**
  * Every read and write of the `tasks` table. The methods a client reaches take a `tenant`: a task of another
  * tenant is then treated as missing. System callers (workers, the reaper) leave it out and see every task.
@@ -74,6 +84,11 @@ export type Lease = { id: string; leaseToken: string };
  */
 export class TasksRepository {
   readonly #pool: DatabasePool;
+  // Group commit for the writes every task makes: concurrent calls share one statement (see Coalescer).
+  readonly #inserts = new Coalescer<NewTask, { task: Task; created: boolean }>((inputs) => this.insertTasks(inputs), GROUPING);
+  readonly #marks = new Coalescer<readonly Pick<Task, 'id' | 'attempts'>[], readonly Task[]>((lists) => this.#markQueuedLists(lists), GROUPING);
+  readonly #claims = new Coalescer<ClaimRequest, ClaimedTask | null>((requests) => this.#claimMany(requests), GROUPING);
+  readonly #completions = new Coalescer<Completion, Task | null>((completions) => this.#completeMany(completions), GROUPING);
 
   constructor(pool: DatabasePool) {
     this.#pool = pool;
@@ -84,7 +99,7 @@ export class TasksRepository {
    * the task that key created (`created: false`), also when both submits race.
    */
   async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
-    return (await this.insertTasks([input]))[0] as { task: Task; created: boolean };
+    return this.#inserts.run(input);
   }
 
   /**
@@ -160,9 +175,14 @@ export class TasksRepository {
    */
   async markQueued(tasks: readonly Pick<Task, 'id' | 'attempts'>[]): Promise<readonly Task[]> {
     if (tasks.length === 0) return [];
-    const ids = sql.array(tasks.map((t) => t.id), 'uuid');
-    const attempts = sql.array(tasks.map((t) => t.attempts), 'int4');
-    return translated(() =>
+    return this.#marks.run(tasks);
+  }
+
+  async #markQueuedLists(lists: readonly (readonly Pick<Task, 'id' | 'attempts'>[])[]): Promise<(readonly Task[])[]> {
+    const all = lists.flat();
+    const ids = sql.array(all.map((t) => t.id), 'uuid');
+    const attempts = sql.array(all.map((t) => t.attempts), 'int4');
+    const marked = await translated(() =>
       this.#pool.any(task`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
           WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
@@ -170,6 +190,8 @@ export class TasksRepository {
         { kind: 'published' },
       )}`),
     );
+    const byId = new Map(marked.map((row) => [row.id, row]));
+    return lists.map((list) => list.flatMap((t) => byId.get(t.id) ?? []));
   }
 
   /**
@@ -210,16 +232,34 @@ export class TasksRepository {
    * finished, cancelled, not yet due, or taken by another worker.
    */
   async claimTask(id: string, workerId: string, leaseMs: number): Promise<ClaimedTask | null> {
-    return translated(() =>
-      this.#pool.maybeOne(claimed`${logged(
-        sql.fragment`UPDATE tasks
-          SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
-              finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
-          WHERE id = ${id} AND status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL`,
-        { kind: 'started' },
-        sql.fragment`${TASK_COLUMNS}, lease_token AS "leaseToken"`,
-      )}`),
-    );
+    return this.#claims.run({ id, workerId, leaseMs });
+  }
+
+  /** Claims for one statement per worker (a batch normally comes from one); an id asked twice is claimed once. */
+  async #claimMany(requests: readonly ClaimRequest[]): Promise<(ClaimedTask | null)[]> {
+    const claimed = new Map<string, ClaimedTask>();
+    const groups = Map.groupBy(requests, (r) => `${r.workerId}\u0000${r.leaseMs}`);
+    for (const group of groups.values()) {
+      const { workerId, leaseMs } = group[0] as ClaimRequest;
+      const rows = await translated(() =>
+        this.#pool.any(claimedRow`${logged(
+          sql.fragment`UPDATE tasks
+            SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
+                finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
+            WHERE id = ANY(${sql.array([...new Set(group.map((r) => r.id))], 'uuid')}) AND status = ANY(${statuses(Transition.claim.from)})
+              AND run_at <= now() AND cancel_requested_at IS NULL`,
+          { kind: 'started' },
+          sql.fragment`${TASK_COLUMNS}, lease_token AS "leaseToken"`,
+        )}`),
+      );
+      for (const row of rows) claimed.set(row.id, row);
+    }
+    // A duplicate delivery of one message must not start the attempt twice: the first request gets it.
+    return requests.map((r) => {
+      const row = claimed.get(r.id) ?? null;
+      claimed.delete(r.id);
+      return row;
+    });
   }
 
   /**
@@ -240,8 +280,27 @@ export class TasksRepository {
 
   /** Stores the result of the attempt holding `leaseToken`. */
   async completeTask(id: string, leaseToken: string, result: unknown): Promise<Task | null> {
-    const set = sql.fragment`result = ${sql.jsonb(result as SerializableValue)}, finished_at = now(), ${LEASE_RELEASED}`;
-    return translated(() => this.#pool.maybeOne(transition(Transition.complete, id, set, holds(leaseToken), { kind: 'completed' })));
+    return this.#completions.run({ id, leaseToken, result });
+  }
+
+  async #completeMany(completions: readonly Completion[]): Promise<(Task | null)[]> {
+    const edge = Transition.complete;
+    const rows = await translated(() =>
+      this.#pool.any(task`${logged(
+        sql.fragment`UPDATE tasks AS t
+          SET status = ${edge.to}, updated_at = now(), result = c.result, finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+          FROM unnest(
+            ${sql.array(completions.map((c) => c.id), 'uuid')}, ${sql.array(completions.map((c) => c.leaseToken), 'uuid')},
+            ${sql.array(completions.map((c) => JSON.stringify(c.result ?? null)), 'jsonb')}
+          ) AS c(id, token, result)
+          WHERE t.id = c.id AND t.lease_token = c.token AND t.status = ANY(${statuses(edge.from)})`,
+        { kind: 'completed' },
+        TASK_COLUMNS,
+        sql.fragment`t.*`,
+      )}`),
+    );
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return completions.map((c) => byId.get(c.id) ?? null);
   }
 
   /**
