@@ -102,7 +102,10 @@ test('the ServiceMonitor scrapes /metrics on the API Service port `http`, keepin
   const others = manifests.filter((manifest) => manifest.kind === 'Service' && manifest !== service);
   assert.not.ok(others.some((other) => selects(monitor['spec'].selector, other.metadata.labels ?? {})), 'the selector matches only the API Service');
   assert.equal(monitor['spec'].namespaceSelector, { matchNames: [NAMESPACE] });
-  assert.equal(monitor['spec'].endpoints, [{ port: 'http', path: '/metrics', scheme: 'http', interval: '30s', scrapeTimeout: '10s', honorLabels: true }]);
+  // /metrics needs an admin key unless api.publicMetrics: Prometheus sends the bootstrap key from its Secret.
+  const bearer = { type: 'Bearer', credentials: { name: 'conveyor-bootstrap-key', key: 'AUTH_BOOTSTRAP_KEY' } };
+  assert.equal(monitor['spec'].endpoints, [{ port: 'http', path: '/metrics', scheme: 'http', interval: '30s', scrapeTimeout: '10s', honorLabels: true, authorization: bearer }]);
+  assert.ok(manifests.some((manifest) => manifest.kind === 'Secret' && manifest.metadata.name === bearer.credentials.name && bearer.credentials.key in manifest['data']), 'the Secret it names is rendered');
   assert.ok(service['spec'].ports.some((port: { name: string; targetPort: string }) => port.name === 'http' && port.targetPort === 'http'));
   const api = podSpecOf(pick(manifests, 'Deployment', 'conveyor-api')).containers[0];
   assert.ok(api.ports.some((port: { name: string; containerPort: number }) => port.name === 'http' && port.containerPort === 8000), 'the API serves /metrics on 8000');
@@ -387,7 +390,7 @@ test('every conveyor_ metric the READMEs name is one Conveyor exports (a histogr
 
 test('NOTES.txt says where the metrics, the dashboard and the alerts are', async () => {
   const notes = await installNotes([VALUES_FILES.production]);
-  assert.match(notes, /Prometheus scrapes \/metrics of the API \(ServiceMonitor, port 8000\) and of the workers and the controller \(PodMonitor, port 9091\)/);
+  assert.match(notes, /Prometheus scrapes \/metrics of the API \(ServiceMonitor, port 8000, with the API key in Secret conveyor-prometheus-key\) and of the workers and the controller \(PodMonitor, port 9091\)/);
   assert.match(notes, /Grafana: open the "Conveyor" dashboard, loaded by the sidecar from ConfigMap conveyor-dashboard \(label grafana_dashboard=1\)/);
   assert.match(notes, /kubectl get prometheusrule conveyor -n conveyor-test/);
   assert.not.match(await installNotes([VALUES_FILES.default]), /Prometheus scrapes|Grafana:|Alerts:/);

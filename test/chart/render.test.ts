@@ -37,13 +37,16 @@ for (const [name, file] of Object.entries(VALUES_FILES)) {
   });
 }
 
-test('the default render has the three workloads, their PodDisruptionBudgets, the WorkerPool and the test pod', () => {
+test('the default render has the three workloads, their PodDisruptionBudgets and NetworkPolicies, the WorkerPool, the bootstrap key and the test pod', () => {
   const kinds = (rendered.get('default') as Manifest[]).map((manifest) => `${manifest.kind}/${manifest.metadata.name}`).sort();
   assert.equal(kinds, [
     'ConfigMap/conveyor',
     'Deployment/conveyor-api',
     'Deployment/conveyor-controller',
     'Deployment/conveyor-worker',
+    'NetworkPolicy/conveyor-api',
+    'NetworkPolicy/conveyor-controller',
+    'NetworkPolicy/conveyor-worker',
     'Pod/conveyor-test',
     'PodDisruptionBudget/conveyor-api',
     'PodDisruptionBudget/conveyor-controller',
@@ -51,6 +54,7 @@ test('the default render has the three workloads, their PodDisruptionBudgets, th
     'Role/conveyor-controller',
     'RoleBinding/conveyor-controller',
     'Secret/conveyor',
+    'Secret/conveyor-bootstrap-key',
     'Service/conveyor-api',
     'ServiceAccount/conveyor-api',
     'ServiceAccount/conveyor-controller',
@@ -131,14 +135,19 @@ test('NOTES.txt tells how to reach the API: port-forward, the Ingress URL, or th
   assert.match(byDefault, /kubectl port-forward -n conveyor-test svc\/conveyor-api 8000:8000\n\s+export API=http:\/\/localhost:8000/);
   assert.match(byDefault, /curl -s -X POST \$API\/api\/v1\/tasks/);
   assert.match(await installNotes([VALUES_FILES.production]), /export API=https:\/\/conveyor\.example\.com\n/);
-  assert.match(await installNotes([VALUES_FILES.default], ['api.service.type=LoadBalancer']), /status\.loadBalancer\.ingress\[0\]\.ip/);
-  assert.match(await installNotes([VALUES_FILES.default], ['api.service.type=NodePort']), /spec\.ports\[0\]\.nodePort/);
+  // A NodePort or LoadBalancer needs its clients let through the API's NetworkPolicy.
+  const everyone = 'networkPolicy.api.extraFrom[0].ipBlock.cidr=0.0.0.0/0';
+  assert.match(await installNotes([VALUES_FILES.default], ['api.service.type=LoadBalancer', everyone]), /status\.loadBalancer\.ingress\[0\]\.ip/);
+  assert.match(await installNotes([VALUES_FILES.default], ['api.service.type=NodePort', everyone]), /spec\.ports\[0\]\.nodePort/);
   assert.match(await installNotes([VALUES_FILES.dev]), /for development only/);
 });
 
 test('the Tiltfile names only workloads and objects that the k8s/dev-values.yaml render has', () => {
   const tiltfile = readFileSync(join(ROOT, 'Tiltfile'), 'utf8');
-  const manifests = [...(rendered.get('k8s/dev-values') as Manifest[]), ...crds].filter((manifest) => manifest.kind !== 'Pod');
+  // The Tiltfile also applies the dev loop's fixed API key.
+  const devKey = readManifests(join(ROOT, 'k8s', 'dev-api-key.yaml'));
+  assert.match(tiltfile, /^k8s_yaml\('k8s\/dev-api-key\.yaml'\)$/m);
+  const manifests = [...(rendered.get('k8s/dev-values') as Manifest[]), ...crds, ...devKey].filter((manifest) => manifest.kind !== 'Pod');
   const present = new Set(manifests.map((manifest) => `${manifest.metadata.name}:${manifest.kind.toLowerCase()}`));
   const workloads = [...tiltfile.matchAll(/workload='([^']+)'/g)].map((match) => match[1] as string);
   assert.equal(workloads.sort(), ['conveyor-api', 'conveyor-controller', 'conveyor-postgresql', 'conveyor-rabbitmq', 'conveyor-worker']);

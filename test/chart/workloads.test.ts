@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadConfig } from '../../services/core/src/config.ts';
 import { ConfigError } from '../../services/core/src/errors.ts';
+import { CONTROLLER_SOURCES, chartCustomResources, findApiCalls, grantsFor, grantsOf } from './controller-calls.ts';
 import { type Manifest, pick, podSpecOf, render, VALUES_FILES } from './helm.ts';
 
 const test = suite('chart: workloads, RBAC and configuration');
@@ -21,34 +25,21 @@ const workloads = (manifests: Manifest[]) => manifests.filter((manifest) => podS
 const containerOf = (manifests: Manifest[], deployment: string) => podSpecOf(pick(manifests, 'Deployment', deployment)).containers[0];
 const envOf = (container: any): Map<string, any> => new Map((container.env ?? []).map((entry: any) => [entry.name, entry]));
 
-/** The controller's rules, exactly: anything more is a privilege it does not use. */
-const CONTROLLER_RULES = [
-  { apiGroups: ['conveyor.dev'], resources: ['workerpools'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['conveyor.dev'], resources: ['workerpools/status'], verbs: ['get', 'patch', 'update'] },
-  { apiGroups: ['conveyor.dev'], resources: ['tasks'], verbs: ['get', 'list', 'watch', 'patch', 'update', 'delete'] },
-  { apiGroups: ['conveyor.dev'], resources: ['tasks/status'], verbs: ['get', 'patch', 'update'] },
-  { apiGroups: ['apps'], resources: ['deployments'], verbs: ['get', 'list', 'watch'] },
-  { apiGroups: ['apps'], resources: ['deployments/scale'], verbs: ['get', 'patch', 'update'] },
-  { apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch', 'patch'] },
-  { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
-  { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
-  { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
-];
+let controllerGrants: string[] = [];
 
-/** Rules as `group resource verb` triples, so that the comparison ignores how rules are grouped. */
-function grants(rules: readonly { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[]): string[] {
-  return rules
-    .flatMap((rule) => {
-      assert.not.ok(rule.resourceNames, 'resourceNames are not expected');
-      return rule.apiGroups.flatMap((group) => rule.resources.flatMap((resource) => rule.verbs.map((verb) => `${group || 'core'} ${resource} ${verb}`)));
-    })
-    .sort();
-}
+test.before(async () => {
+  const resources = chartCustomResources();
+  controllerGrants = await grantsFor(findApiCalls(CONTROLLER_SOURCES, [...resources.keys()]), resources);
+});
 
-test('the controller Role grants exactly the listed verbs, namespaced, bound to its ServiceAccount only', () => {
+test('the controller Role grants exactly what the controller\'s API calls need, namespaced, bound to its ServiceAccount only', () => {
+  // Both ways: a missing grant breaks a call in the cluster; an extra one is a privilege nothing uses.
+  assert.ok(controllerGrants.includes('coordination.k8s.io leases update') && controllerGrants.includes('apps deployments/scale patch'), controllerGrants.join('\n'));
   every((manifests, name) => {
     const role = pick(manifests, 'Role', 'conveyor-controller');
-    assert.equal(grants(role['rules']), grants(CONTROLLER_RULES), name);
+    const granted = grantsOf(role['rules']);
+    assert.equal(controllerGrants.filter((grant) => !granted.includes(grant)), [], `${name}: used by the controller but not granted`);
+    assert.equal(granted.filter((grant) => !controllerGrants.includes(grant)), [], `${name}: granted but used by no call in services/controller/src`);
     assert.not.ok(manifests.some((manifest) => manifest.kind === 'ClusterRole' || manifest.kind === 'ClusterRoleBinding'), `${name}: cluster-wide RBAC`);
     assert.equal(manifests.filter((manifest) => manifest.kind === 'Role').length, 1);
     const binding = pick(manifests, 'RoleBinding', 'conveyor-controller');
@@ -60,6 +51,51 @@ test('the controller Role grants exactly the listed verbs, namespaced, bound to 
       assert.is(podSpecOf(pick(manifests, 'Deployment', deployment)).automountServiceAccountToken, false, `${name}: ${deployment} gets a token`);
     }
   });
+});
+
+test('the call analysis finds each kind of call, resolves receivers and plurals, and refuses what it cannot place', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'conveyor-calls-'));
+  try {
+    const kube = `import { AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, makeInformer } from '@kubernetes/client-node';
+      export type Kube = { core: CoreV1Api; apps: AppsV1Api; custom: CustomObjectsApi; events: EventsV1Api };
+      // A comment's apostrophe: don't let it open a string.
+      export async function writeStatus(kube: Kube, plural: string) {
+        await kube.custom.replaceNamespacedCustomObjectStatus({ group: 'conveyor.dev', version: 'v1alpha1', namespace: 'ns', plural, name: 'x', body: {} });
+      }
+      export class Watcher {
+        constructor(kube: Kube, plural: string) {
+          makeInformer(kube.config, '/apis', () => kube.custom.listNamespacedCustomObject({ group: 'conveyor.dev', version: 'v1alpha1', namespace: 'ns', plural }));
+        }
+      }
+      export async function act(kube: Kube) {
+        await kube.core.deleteNamespacedPod({ name: 'p', namespace: 'ns' });
+        await kube.events.createNamespacedEvent({ namespace: 'ns', body: {} });
+        await kube.apps
+          .replaceNamespacedDeploymentScale({ name: 'd', namespace: 'ns', body: {} });
+        await writeStatus(kube, 'workerpools');
+        new Watcher(kube, 'tasks');
+        await repository.listTasks();
+      }`;
+    writeFileSync(join(dir, 'kube.ts'), kube);
+    const resources = chartCustomResources();
+    const calls = findApiCalls(dir, [...resources.keys()]);
+    assert.equal(await grantsFor(calls, resources), [
+      'apps deployments/scale update',
+      'conveyor.dev tasks list',
+      'conveyor.dev tasks watch',
+      'conveyor.dev workerpools/status update',
+      'core pods delete',
+      'events.k8s.io events create',
+    ]);
+    writeFileSync(join(dir, 'kube.ts'), kube.replace("writeStatus(kube, 'workerpools')", 'writeStatus(kube, somePlural)'));
+    assert.throws(() => findApiCalls(dir, [...resources.keys()]), /cannot tell which resource this call acts on/);
+    writeFileSync(join(dir, 'kube.ts'), `${kube}\nconst client = other.readNamespacedPod({ name: 'p', namespace: 'ns' });`);
+    assert.throws(() => findApiCalls(dir, [...resources.keys()]), /other\.readNamespacedPod: the receiver is declared as no client-node API class/);
+    writeFileSync(join(dir, 'kube.ts'), `${kube}\nconst watch = new Watch(config);`);
+    assert.throws(() => findApiCalls(dir, [...resources.keys()]), /which the analysis does not follow/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('every pod and container runs non-root, read-only, without privilege escalation or capabilities, under RuntimeDefault seccomp', () => {
@@ -152,18 +188,26 @@ function configReads(name: string): boolean {
   }
 }
 
+/** A Secret's values, from `stringData` or decoded from `data`. */
+function secretData(secret: Manifest): Record<string, string> {
+  const decoded = Object.entries((secret['data'] ?? {}) as Record<string, string>).map(([key, value]) => [key, Buffer.from(value, 'base64').toString('utf8')]);
+  return { ...Object.fromEntries(decoded), ...secret['stringData'] };
+}
+
 /** Every variable a container gets, with the value it would have in the cluster. */
 function environmentOf(manifests: Manifest[], container: any): Record<string, string> {
   const env: Record<string, string> = {};
   for (const source of container.envFrom ?? []) Object.assign(env, pick(manifests, 'ConfigMap', source.configMapRef.name)['data']);
-  const secrets = new Map(manifests.filter((manifest) => manifest.kind === 'Secret').map((secret) => [secret.metadata.name, secret['stringData']]));
-  const samples: Record<string, string> = { DATABASE_URL: 'postgres://u:p@db:5432/conveyor', AMQP_URL: 'amqp://u:p@mq:5672' };
+  const secrets = new Map(manifests.filter((manifest) => manifest.kind === 'Secret').map((secret) => [secret.metadata.name, secretData(secret)]));
+  const samples: Record<string, string> = { DATABASE_URL: 'postgres://u:p@db:5432/conveyor', AMQP_URL: 'amqp://u:p@mq:5672', AUTH_BOOTSTRAP_KEY: `cvy_${'k'.repeat(43)}` };
   for (const entry of container.env ?? []) {
     if (entry.value !== undefined) env[entry.name] = entry.value;
     else if (entry.valueFrom?.fieldRef) env[entry.name] = entry.valueFrom.fieldRef.fieldPath === 'metadata.namespace' ? 'conveyor-test' : 'conveyor-worker-5d8f7-abcde';
     else if (entry.valueFrom?.secretKeyRef) {
       const { name, key } = entry.valueFrom.secretKeyRef;
-      env[entry.name] = secrets.get(name)?.[key] ?? (samples[entry.name] as string);
+      const value = secrets.get(name)?.[key] ?? samples[entry.name];
+      if (value === undefined) throw new Error(`no value for ${entry.name} from Secret ${name} key ${key}`);
+      env[entry.name] = value;
     }
   }
   return env;

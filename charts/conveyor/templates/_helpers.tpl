@@ -135,6 +135,45 @@ filled from connections.* or from the development PostgreSQL/RabbitMQ of this re
       key: {{ ternary .Values.connections.amqpUrlKey "AMQP_URL" (ne .Values.connections.existingSecret "") }}
 {{- end }}
 
+{{/*
+API keys. The bootstrap key lives in a Secret: the user's auth.bootstrapKey.existingSecret, else the chart's
+own (bootstrap-key-secret.yaml), whose key is generated once and then kept.
+*/}}
+
+{{- define "conveyor.bootstrapKey.secretName" -}}
+{{- default (include "conveyor.componentName" (dict "root" . "component" "bootstrap-key")) .Values.auth.bootstrapKey.existingSecret }}
+{{- end }}
+
+{{- define "conveyor.bootstrapKey.secretKey" -}}
+{{- ternary .Values.auth.bootstrapKey.existingSecretKey "AUTH_BOOTSTRAP_KEY" (ne .Values.auth.bootstrapKey.existingSecret "") }}
+{{- end }}
+
+{{/* The bootstrap key's tenant: auth.bootstrapTenant, else the release namespace (the tenant of the controller's Task resources). */}}
+{{- define "conveyor.bootstrapTenant" -}}
+{{- default .Release.Namespace .Values.auth.bootstrapTenant }}
+{{- end }}
+
+{{/* The Secret and key of the API key Prometheus sends: metrics.serviceMonitor.apiKey, else the bootstrap key. */}}
+{{- define "conveyor.metricsKey.secretName" -}}
+{{- default (include "conveyor.bootstrapKey.secretName" .) .Values.metrics.serviceMonitor.apiKey.existingSecret }}
+{{- end }}
+
+{{- define "conveyor.metricsKey.secretKey" -}}
+{{- if .Values.metrics.serviceMonitor.apiKey.existingSecret }}
+{{- .Values.metrics.serviceMonitor.apiKey.existingSecretKey }}
+{{- else }}
+{{- include "conveyor.bootstrapKey.secretKey" . }}
+{{- end }}
+{{- end }}
+
+{{/* AUTH_BOOTSTRAP_KEY from its Secret, for a container's env. */}}
+{{- define "conveyor.bootstrapKeyEnv" -}}
+valueFrom:
+  secretKeyRef:
+    name: {{ include "conveyor.bootstrapKey.secretName" . }}
+    key: {{ include "conveyor.bootstrapKey.secretKey" . }}
+{{- end }}
+
 {{/* Pod annotations that roll the pods when their configuration changes. */}}
 {{- define "conveyor.configChecksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
@@ -225,4 +264,91 @@ install renders.
 {{- if and .Values.api.ingress.enabled (empty .Values.api.ingress.hosts) }}
 {{- fail "conveyor: api.ingress.enabled needs at least one entry in api.ingress.hosts" }}
 {{- end }}
+{{- $exposed := or .Values.api.ingress.enabled (has .Values.api.service.type (list "NodePort" "LoadBalancer")) }}
+{{- if and .Values.api.publicMetrics $exposed }}
+{{- fail "conveyor: api.publicMetrics=true would publish /metrics through the Ingress, NodePort or LoadBalancer; keep api.publicMetrics=false (the ServiceMonitor sends an API key, see metrics.serviceMonitor.apiKey) or keep the API Service internal (api.ingress.enabled=false, api.service.type=ClusterIP)" }}
+{{- end }}
+{{- if gt (int .Values.api.limits.headersTimeoutMs) (int .Values.api.limits.requestTimeoutMs) }}
+{{- fail (printf "conveyor: api.limits.headersTimeoutMs (%v) exceeds api.limits.requestTimeoutMs (%v); Node refuses a headers timeout longer than the request timeout" .Values.api.limits.headersTimeoutMs .Values.api.limits.requestTimeoutMs) }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (has .Values.api.service.type (list "NodePort" "LoadBalancer")) (empty .Values.networkPolicy.api.extraFrom) }}
+{{- fail (printf "conveyor: api.service.type=%s with networkPolicy.enabled lets only the ingress controller reach the API, so the %s would answer nobody; list its clients in networkPolicy.api.extraFrom (for example [{ipBlock: {cidr: 0.0.0.0/0}}]) or set networkPolicy.enabled=false" .Values.api.service.type .Values.api.service.type) }}
+{{- end }}
+{{- end }}
+
+{{/*
+NetworkPolicies. Every Conveyor pod (api, worker, controller) may resolve names and reach PostgreSQL and
+RabbitMQ, and nothing else unless a rule below or networkPolicy.<component>.extraEgress adds it.
+*/}}
+
+{{/* The release's api, worker and controller pods, as a NetworkPolicyPeer. */}}
+{{- define "conveyor.networkPolicy.conveyorPeer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "conveyor.selectorLabels" . | nindent 6 }}
+    matchExpressions:
+      - key: app.kubernetes.io/component
+        operator: In
+        values: [api, worker, controller]
+{{- end }}
+
+{{/* A namespaceSelector/podSelector pair of values (ingressController, prometheus) as a NetworkPolicyPeer. */}}
+{{- define "conveyor.networkPolicy.selectorPeer" -}}
+- namespaceSelector:
+    {{- toYaml (default dict .namespaceSelector) | nindent 4 }}
+  podSelector:
+    {{- toYaml (default dict .podSelector) | nindent 4 }}
+{{- end }}
+
+{{/* An ingress rule letting Prometheus reach `ports`; nothing when `ports` is empty (no monitor scrapes the pod). Call with (dict "root" $ "ports" (list "metrics")). */}}
+{{- define "conveyor.networkPolicy.prometheusIngress" -}}
+{{- if .ports -}}
+- from:
+    {{- include "conveyor.networkPolicy.selectorPeer" .root.Values.networkPolicy.prometheus | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+An egress rule to PostgreSQL or RabbitMQ: the release's own pod on its port when it runs one, else
+networkPolicy.<service>.ports at networkPolicy.<service>.to (any address when empty).
+*/}}
+{{- define "conveyor.networkPolicy.serviceEgress" -}}
+{{- if .inRelease -}}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "conveyor.componentSelectorLabels" (dict "root" .root "component" .component) | nindent 10 }}
+  ports:
+    - port: {{ .port }}
+      protocol: TCP
+{{- else -}}
+- ports:
+    {{- range .values.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+  {{- with .values.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* DNS, PostgreSQL and RabbitMQ: the egress every Conveyor pod needs. */}}
+{{- define "conveyor.networkPolicy.baseEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+- to:
+    {{- toYaml $np.dns.to | nindent 4 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{ include "conveyor.networkPolicy.serviceEgress" (dict "root" . "component" "postgresql" "inRelease" .Values.postgresql.enabled "port" 5432 "values" $np.postgresql) }}
+{{ include "conveyor.networkPolicy.serviceEgress" (dict "root" . "component" "rabbitmq" "inRelease" .Values.rabbitmq.enabled "port" 5672 "values" $np.rabbitmq) }}
 {{- end }}
