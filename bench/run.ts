@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type LoadJob, type LoadResult } from './load.ts';
+import type { LoadJob, LoadResult } from './load.ts';
 import { describeMachine } from './machine.ts';
 import { BenchSystem, cpuOf, type ProcessCost } from './system.ts';
 
@@ -39,7 +39,20 @@ const settings = {
   env: { LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'info' },
 };
 
-type Outcome = { name: string; figures: Record<string, unknown>; costs: ProcessCost[]; postgresCpuSeconds: number; rabbitmqCpuSeconds: number };
+type Outcome = {
+  name: string;
+  figures: Record<string, unknown>;
+  costs: ProcessCost[];
+  postgresCpuSeconds: number;
+  rabbitmqCpuSeconds: number;
+  /** Transactions committed in the benchmark's database: with one statement per transaction, the statements sent. */
+  postgresTransactions: number;
+};
+
+async function commits(system: BenchSystem): Promise<number> {
+  const { rows } = await system.db.query<{ n: number }>('SELECT xact_commit::int8::float8 AS n FROM pg_stat_database WHERE datname = current_database()');
+  return rows[0]?.n ?? 0;
+}
 
 /** Runs one load job in its own process. */
 function load(job: LoadJob): Promise<LoadResult> {
@@ -58,11 +71,20 @@ async function measured(name: string, body: (system: BenchSystem) => Promise<Rec
   try {
     if (withWorkers) await system.startWorkers();
     await system.beginWindow();
-    const [pg0, mq0] = [cpuOf('postgres'), cpuOf('beam.smp')];
+    const [pg0, mq0, tx0] = [cpuOf('postgres'), cpuOf('beam.smp'), await commits(system)];
     const figures = await body(system);
     const costs = await system.endWindow();
     const round = (n: number) => Math.round(n * 100) / 100;
-    return { name, figures, costs, postgresCpuSeconds: round(cpuOf('postgres') - pg0), rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0) };
+    // Statistics reach pg_stat_database within a second of each transaction.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    return {
+      name,
+      figures,
+      costs,
+      postgresCpuSeconds: round(cpuOf('postgres') - pg0),
+      rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0),
+      postgresTransactions: (await commits(system)) - tx0,
+    };
   } finally {
     await system.stop();
   }
@@ -126,7 +148,7 @@ const SCENARIOS: Record<string, () => Promise<Outcome[]>> = {
       await waitFinished(system, submitted.tasks, 600_000);
       const { rows } = await system.db.query<{ seconds: number }>(`SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8 AS seconds FROM tasks`);
       const seconds = rows[0]?.seconds ?? 0;
-      return { tasks: submitted.tasks, submitMode: submitted.mode, seconds: Math.round(seconds * 100) / 100, tasksPerSecond: Math.round(submitted.tasks / seconds), ...(await verify(system, submitted.tasks)), refused: submitted.refused };
+      return { tasks: submitted.tasks, submitMode: submitted.mode, submitSeconds: Math.round(submitted.elapsedMs / 10) / 100, seconds: Math.round(seconds * 100) / 100, tasksPerSecond: Math.round(submitted.tasks / seconds), ...(await verify(system, submitted.tasks)), refused: submitted.refused };
     }, true),
   ],
   latency: async () => [await latencyAt(500), await latencyAt(2000)],
@@ -200,6 +222,6 @@ function printTable(machine: Record<string, unknown>, rows: Outcome[]): void {
     const { samples: _samples, ...figures } = row.figures as { samples?: unknown };
     console.log(`  ${JSON.stringify(figures)}`);
     for (const cost of row.costs) console.log(`  ${cost.name}: peak RSS ${cost.peakRssMb} MB, CPU ${cost.cpuSeconds} s, event-loop delay p99 ${cost.eventLoopP99Ms ?? '?'} ms`);
-    console.log(`  PostgreSQL CPU ${row.postgresCpuSeconds} s, RabbitMQ CPU ${row.rabbitmqCpuSeconds} s`);
+    console.log(`  PostgreSQL CPU ${row.postgresCpuSeconds} s, ${row.postgresTransactions} transactions; RabbitMQ CPU ${row.rabbitmqCpuSeconds} s`);
   }
 }

@@ -69,7 +69,7 @@ export function cpuOf(comm: string): number {
 async function eventLoopP99(metricsUrl: string, key: string): Promise<number | null> {
   try {
     const text = await (await fetch(metricsUrl, { headers: { authorization: `Bearer ${key}` } })).text();
-    const match = /^nodejs_eventloop_lag_p99_seconds\S* ([\d.e+-]+)$/m.exec(text);
+    const match = /^conveyor_nodejs_eventloop_lag_p99_seconds\S* ([\d.e+-]+)$/m.exec(text);
     return match ? Math.round(Number(match[1]) * 100_000) / 100 : null;
   } catch {
     return null;

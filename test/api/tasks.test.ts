@@ -240,7 +240,7 @@ test('DELETE of a running task removes it: 204, its worker is told to stop, its 
     await cancels.close();
   }
   assertProblem(await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`), 404, /does not exist/);
-  assert.is(await repository.completeTask(res.body.id, claimed?.leaseToken as string, 'too late'), null, 'the worker cannot bring it back');
+  assert.is(await repository.completeTask(res.body.id, claimed?.leaseToken as string, 'too late'), false, 'the worker cannot bring it back');
   assertProblem(await request(baseUrl, 'DELETE', '/api/v1/tasks/123'), 400, /not a task id/);
 });
 

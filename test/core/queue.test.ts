@@ -209,6 +209,37 @@ test('a consumer with prefetch 1 receives the highest priority first, FIFO withi
   assert.ok(box.received.every((d) => !d.redelivered && d.message.type === 'echo'));
 });
 
+test('acks asked for together go out in bulk, yet a held or requeued delivery never loses or blocks the others', async (ctx) => {
+  const name = queue(ctx);
+  const broker = startBroker(ctx);
+  const publisher = await startPublisher(ctx, broker, name);
+  const connects = await connectCounter(broker);
+  await broker.start();
+  await connects.reached(1, 'the broker to connect');
+  await Promise.all(Array.from({ length: 12 }, () => publish(publisher, message(5))));
+  const received: Delivery[] = [];
+  const waiters: (() => void)[] = [];
+  const count = (n: number) => new Promise<void>((resolve) => (received.length >= n ? resolve() : waiters.push(() => received.length >= n && resolve())));
+  const consumer = new Consumer({ broker, queue: name, prefetch: 12, handler: async (d) => {
+    received.push(d);
+    for (const wake of waiters) wake();
+  } }, testLog);
+  ctx.cleanups.push(() => consumer.close());
+  await consumer.start();
+  await within(count(12), 10_000, 'all twelve deliveries');
+  // Acked out of order and in one turn, around deliveries still held: the 4th and 5th (acked later) and the 9th (requeued).
+  for (const i of [11, 0, 2, 1, 5, 6, 7, 10, 9]) received[i]?.ack();
+  received[8]?.requeue();
+  await within(count(13), 10_000, 'the requeued message, delivered again');
+  assert.ok(received[12]?.redelivered);
+  assert.is(received[12]?.message.taskId, received[8]?.message.taskId);
+  received[3]?.ack();
+  received[4]?.ack();
+  await within(consumer.close(), 5_000, 'consumer.close()');
+  // Closing the channel requeues whatever RabbitMQ was not told about: only the redelivery, still held, remains.
+  assert.is(await queueDepth(name), 1);
+});
+
 test('a message that is not a task is dropped (acked) without reaching the handler', async (ctx) => {
   const name = queue(ctx);
   const broker = startBroker(ctx);

@@ -70,10 +70,11 @@ async function claimed(repo: TasksRepository, overrides: Partial<NewTask> = {}):
 async function finished(repo: TasksRepository, status: 'completed' | 'failed' | 'cancelled', overrides: Partial<NewTask> = {}): Promise<Task> {
   if (status === 'cancelled') return (await repo.cancelTask((await insert(repo, overrides)).id)).task;
   const task = await claimed(repo, { maxAttempts: 1, ...overrides });
-  const done =
-    status === 'completed'
-      ? await repo.completeTask(task.id, task.leaseToken, 'ok')
-      : await repo.failAttempt(task.id, task.leaseToken, { message: 'broken', attempt: 1 }, null);
+  if (status === 'completed') {
+    assert.ok(await repo.completeTask(task.id, task.leaseToken, 'ok'));
+    return repo.getTask(task.id);
+  }
+  const done = await repo.failAttempt(task.id, task.leaseToken, { message: 'broken', attempt: 1 }, null);
   assert.is(done?.status, status);
   return done as Task;
 }
@@ -370,9 +371,10 @@ claims('concurrent claims share statements: each task goes to one claim, a dupli
   assert.ok(stored.every((task) => task.attempts === 1 && task.status === TaskStatus.in_progress));
   // And the completions, grouped the same way, each land on their own task.
   const won = results.filter((r) => r !== null);
-  const done = await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, { echo: claim.id })));
-  assert.equal(done.map((task) => task?.result), won.map((claim) => ({ echo: claim.id })));
-  assert.equal(await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, 'again'))), won.map(() => null), 'fenced: a second completion changes nothing');
+  assert.ok((await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, { echo: claim.id })))).every(Boolean));
+  const done = await Promise.all(won.map((claim) => repo.getTask(claim.id)));
+  assert.equal(done.map((task) => task.result), won.map((claim) => ({ echo: claim.id })));
+  assert.equal(await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, 'again'))), won.map(() => false), 'fenced: a second completion changes nothing');
 });
 
 claims('two concurrent claims of one task: exactly one wins', async ({ repo }) => {
@@ -460,15 +462,15 @@ claims('heartbeat extends only the leases still held, and reports cancel request
 
 claims('completeTask stores the result of the attempt holding the lease and releases it', async ({ repo }) => {
   const task = await claimed(repo);
-  const done = await repo.completeTask(task.id, task.leaseToken, { answer: 42, list: ['a'] });
-  assert.ok(done);
+  assert.is(await repo.completeTask(task.id, task.leaseToken, { answer: 42, list: ['a'] }), true);
+  const done = await repo.getTask(task.id);
   assert.is(done.status, TaskStatus.completed);
   assert.equal(done.result, { answer: 42, list: ['a'] });
   assert.ok(done.finishedAt);
   assert.is(done.attempts, 1);
   assert.is(done.leaseExpiresAt, null);
   assert.is(done.workerId, WORKER, 'who ran it is kept');
-  assert.is(await repo.completeTask(task.id, task.leaseToken, 'again'), null, 'a finished task cannot complete twice');
+  assert.is(await repo.completeTask(task.id, task.leaseToken, 'again'), false, 'a finished task cannot complete twice');
   assert.equal((await repo.getTask(task.id)).result, { answer: 42, list: ['a'] });
 });
 
@@ -477,7 +479,7 @@ claims('a write with a lease token that is not the task\'s changes nothing (fenc
   const other = await claimed(repo);
   const before = await repo.getTask(task.id);
   for (const token of [other.leaseToken, crypto.randomUUID()]) {
-    assert.is(await repo.completeTask(task.id, token, 'late'), null);
+    assert.is(await repo.completeTask(task.id, token, 'late'), false);
     assert.is(await repo.failAttempt(task.id, token, { message: 'late', attempt: 1 }, null), null);
     assert.is(await repo.failAttempt(task.id, token, { message: 'late', attempt: 1 }, new Date()), null);
     assert.is(await repo.cancelRunning(task.id, token), null);
@@ -492,12 +494,13 @@ claims('after a retry the first attempt\'s token no longer writes', async ({ rep
   const second = await repo.claimTask(first.id, 'worker-b', LEASE_MS);
   assert.is(second?.attempts, 2);
   const before = await repo.getTask(first.id);
-  assert.is(await repo.completeTask(first.id, first.leaseToken, 'from the first worker'), null);
+  assert.is(await repo.completeTask(first.id, first.leaseToken, 'from the first worker'), false);
   assert.is(await repo.failAttempt(first.id, first.leaseToken, { message: 'first again', attempt: 1 }, null), null);
   assert.is(await repo.cancelRunning(first.id, first.leaseToken), null);
   assert.is(await repo.handBack(first.id, first.leaseToken), null);
   assert.equal(await repo.getTask(first.id), before);
-  assert.is((await repo.completeTask(first.id, second?.leaseToken as string, 'ok'))?.status, TaskStatus.completed);
+  assert.is(await repo.completeTask(first.id, second?.leaseToken as string, 'ok'), true);
+  assert.is((await repo.getTask(first.id)).status, TaskStatus.completed);
 });
 
 claims('failAttempt with a retry time returns the task to pending, due then, and appends to errors', async ({ repo }) => {
@@ -663,7 +666,7 @@ clients('rerunTask refuses a task that is not failed or cancelled, and a missing
   await rejected(repo.rerunTask(MISSING_ID), TaskNotFound);
 });
 
-clients('deleteTask removes a task in any status and returns the status it had', async ({ repo }) => {
+clients('deleteTask removes a task in any status, and its history, and returns the status it had', async ({ repo, db }) => {
   const queued = await insert(repo);
   await repo.markQueued([queued]);
   const running = await claimed(repo);
@@ -676,11 +679,14 @@ clients('deleteTask removes a task in any status and returns the status it had',
     [TaskStatus.cancelled, (await finished(repo, 'cancelled')).id],
   ];
   for (const [status, id] of tasks) {
+    assert.ok((await repo.taskEvents(id)).length > 0);
     assert.is(await repo.deleteTask(id), status);
     assert.is(await repo.findTask(id), null, `${status} task gone`);
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM task_events WHERE task_id = $1', [id]);
+    assert.is(rows[0].n, 0, `${status} task's history gone with it`);
   }
   // The running task's worker finds its lease gone: it stops and its outcome is dropped.
-  assert.is(await repo.completeTask(running.id, running.leaseToken, 'too late'), null);
+  assert.is(await repo.completeTask(running.id, running.leaseToken, 'too late'), false);
   assert.equal(await repo.heartbeat([{ id: running.id, leaseToken: running.leaseToken }], LEASE_MS), new Map());
   await rejected(repo.deleteTask(running.id), TaskNotFound);
   await rejected(repo.deleteTask(MISSING_ID), TaskNotFound);
@@ -727,7 +733,7 @@ maintenance('reapExpiredLeases settles expired leases: retried, failed or cancel
 
   assert.equal(await repo.getTask(retry.id), retried, 'what the reaper returns is what is stored');
   assert.is((await repo.getTask(live.id)).status, TaskStatus.in_progress);
-  for (const task of [retry, last, cancel]) assert.is(await repo.completeTask(task.id, task.leaseToken, 'late'), null, 'the lost worker no longer writes');
+  for (const task of [retry, last, cancel]) assert.is(await repo.completeTask(task.id, task.leaseToken, 'late'), false, 'the lost worker no longer writes');
   assert.equal(ours(await repo.reapExpiredLeases(100), [retry.id, last.id, cancel.id]), [], 'nothing is settled twice');
 });
 
@@ -810,6 +816,8 @@ maintenance('deleteExpiredFinished honours each task\'s retention, the default o
 
   assert.is(await repo.deleteExpiredFinished(DAY, 100), 1);
   assert.not.ok(await exists(oldDefault));
+  const { rows } = await db.query('SELECT task_id FROM task_events WHERE task_id = ANY($1)', [[shortOwn.id, oldDefault.id]]);
+  assert.equal(rows, [], 'the histories of swept tasks are swept too');
   for (const task of [youngDefault, longOwn, forever, running]) assert.ok(await exists(task), `${task.id} (${task.status}) kept`);
 });
 

@@ -2,9 +2,11 @@ import { DatabaseUnavailable } from './errors.ts';
 
 type Waiting<I, O> = { item: I; resolve: (output: O) => void; reject: (error: unknown) => void };
 
-export type CoalescerOptions = {
-  /** The most items one flush takes. */
+export type CoalescerOptions<I> = {
+  /** The most items one flush takes, counted by `sizeOf` (a lone item larger than this still goes alone). */
   maxBatch: number;
+  /** How much of a batch an item takes (a list of rows counts its rows); 1 by default. */
+  sizeOf?: (item: I) => number;
   /** How many flushes may run at once (each holds a database connection). */
   maxInFlight: number;
 };
@@ -18,12 +20,12 @@ export type CoalescerOptions = {
  */
 export class Coalescer<I, O> {
   readonly #flush: (items: I[]) => Promise<O[]>;
-  readonly #options: CoalescerOptions;
+  readonly #options: CoalescerOptions<I>;
   #waiting: Waiting<I, O>[] = [];
   #inFlight = 0;
   #scheduled = false;
 
-  constructor(flush: (items: I[]) => Promise<O[]>, options: CoalescerOptions) {
+  constructor(flush: (items: I[]) => Promise<O[]>, options: CoalescerOptions<I>) {
     this.#flush = flush;
     this.#options = options;
   }
@@ -43,13 +45,24 @@ export class Coalescer<I, O> {
 
   #drain(): void {
     while (this.#waiting.length > 0 && this.#inFlight < this.#options.maxInFlight) {
-      const batch = this.#waiting.splice(0, this.#options.maxBatch);
+      const batch = this.#waiting.splice(0, this.#batchLength());
       this.#inFlight += 1;
       void this.#send(batch).finally(() => {
         this.#inFlight -= 1;
         this.#drain();
       });
     }
+  }
+
+  /** How many of the waiting items make the next batch: as many as fit, and at least one. */
+  #batchLength(): number {
+    const sizeOf = this.#options.sizeOf ?? (() => 1);
+    let size = 0;
+    for (let n = 0; n < this.#waiting.length; n++) {
+      size += sizeOf((this.#waiting[n] as Waiting<I, O>).item);
+      if (size > this.#options.maxBatch) return Math.max(1, n);
+    }
+    return this.#waiting.length;
   }
 
   async #send(batch: Waiting<I, O>[]): Promise<void> {

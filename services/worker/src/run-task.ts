@@ -92,9 +92,12 @@ async function runHandler(deps: RunDeps, attempt: Attempt, log: Logger): Promise
     else controller.signal.addEventListener('abort', onStop, { once: true });
   });
   const outcome = await Promise.race([handled, abandoned]);
-  grace.abort();
+  grace.abort(SETTLED);
   return outcome;
 }
+
+// A reason given up front: abort() without one builds a DOMException, stack trace and all, for every attempt.
+const SETTLED = Object.freeze({ reason: 'the attempt settled' });
 
 /**
  * Runs one claimed attempt to its end and records the outcome with a write fenced by the attempt's lease:

@@ -26,10 +26,19 @@ function resultParser(): Interceptor {
   };
 }
 
+/** `2026-11-28 00:07:03.123456+00` as PostgreSQL writes it in UTC: rewritten by hand, the hot path's commonest value. */
+const UTC_TIMESTAMP = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/;
+
+function isoTimestamp(value: string): string {
+  const utc = UTC_TIMESTAMP.exec(value);
+  if (!utc) return new Date(value).toISOString();
+  return `${utc[1]}T${utc[2]}.${(utc[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`;
+}
+
 // Timestamps leave the database as ISO 8601 UTC strings, the form the API speaks, instead of slonik's epoch numbers.
 const typeParsers = [
   ...createTypeParserPreset().filter((parser) => parser.name !== 'timestamptz'),
-  { name: 'timestamptz', parse: (value: string) => new Date(value).toISOString() },
+  { name: 'timestamptz', parse: isoTimestamp },
 ];
 
 export type PoolOptions = { maxPoolSize: number; applicationName: string };
@@ -48,6 +57,9 @@ export async function openPool(url: string, options: PoolOptions, log: Logger): 
       captureStackTrace: false,
       connectionTimeout: 5_000,
       statementTimeout: 60_000,
+      // Slonik's default runs DISCARD ALL after every query: a second round trip each time, and no reuse of
+      // prepared statements. Nothing here changes session state outside a transaction, so there is nothing to reset.
+      resetConnection: async () => undefined,
     }),
   );
 }

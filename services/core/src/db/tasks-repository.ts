@@ -66,6 +66,7 @@ export type ClaimedTask = Task & { leaseToken: string };
 export type Lease = { id: string; leaseToken: string };
 
 type ClaimRequest = { id: string; workerId: string; leaseMs: number };
+type Inserted = { task: Task; created: boolean };
 type Completion = { id: string; leaseToken: string; result: unknown };
 
 /**
@@ -85,10 +86,13 @@ const GROUPING = Object.freeze({ maxBatch: 500, maxInFlight: 3 });
 export class TasksRepository {
   readonly #pool: DatabasePool;
   // Group commit for the writes every task makes: concurrent calls share one statement (see Coalescer).
-  readonly #inserts = new Coalescer<NewTask, { task: Task; created: boolean }>((inputs) => this.insertTasks(inputs), GROUPING);
-  readonly #marks = new Coalescer<readonly Pick<Task, 'id' | 'attempts'>[], readonly Task[]>((lists) => this.#markQueuedLists(lists), GROUPING);
+  readonly #inserts = new Coalescer<readonly NewTask[], Inserted[]>((lists) => this.#insertLists(lists), { ...GROUPING, sizeOf: (list) => list.length });
+  readonly #marks = new Coalescer<readonly Pick<Task, 'id' | 'attempts'>[], readonly Task[]>((lists) => this.#markQueuedLists(lists), {
+    ...GROUPING,
+    sizeOf: (list) => list.length,
+  });
   readonly #claims = new Coalescer<ClaimRequest, ClaimedTask | null>((requests) => this.#claimMany(requests), GROUPING);
-  readonly #completions = new Coalescer<Completion, Task | null>((completions) => this.#completeMany(completions), GROUPING);
+  readonly #completions = new Coalescer<Completion, boolean>((completions) => this.#completeMany(completions), GROUPING);
 
   constructor(pool: DatabasePool) {
     this.#pool = pool;
@@ -98,16 +102,26 @@ export class TasksRepository {
    * Stores a new task as `pending`. With an idempotency key its tenant already used, stores nothing and returns
    * the task that key created (`created: false`), also when both submits race.
    */
-  async insertTask(input: NewTask): Promise<{ task: Task; created: boolean }> {
-    return this.#inserts.run(input);
+  async insertTask(input: NewTask): Promise<Inserted> {
+    return (await this.insertTasks([input]))[0] as Inserted;
   }
 
   /**
    * Stores new tasks as `pending` in one statement, answering in input order as {@link insertTask} does for each:
    * a used idempotency key (earlier, or earlier in the same list) returns the task it created.
    */
-  async insertTasks(inputs: readonly NewTask[]): Promise<{ task: Task; created: boolean }[]> {
+  async insertTasks(inputs: readonly NewTask[]): Promise<Inserted[]> {
     if (inputs.length === 0) return [];
+    return this.#inserts.run(inputs);
+  }
+
+  async #insertLists(lists: readonly (readonly NewTask[])[]): Promise<Inserted[][]> {
+    const all = await this.#insertMany(lists.flat());
+    let at = 0;
+    return lists.map((list) => all.slice(at, (at += list.length)));
+  }
+
+  async #insertMany(inputs: readonly NewTask[]): Promise<Inserted[]> {
     const column = <T,>(pick: (input: NewTask) => T) => inputs.map(pick);
     return translated(async () => {
       const inserted = await this.#pool.any(task`${logged(
@@ -278,15 +292,16 @@ export class TasksRepository {
     return new Map(rows.map((row) => [row.id, { cancelRequested: row.cancelRequested }]));
   }
 
-  /** Stores the result of the attempt holding `leaseToken`. */
-  async completeTask(id: string, leaseToken: string, result: unknown): Promise<Task | null> {
+  /** Stores the result of the attempt holding `leaseToken`; false when the attempt no longer holds the task. */
+  async completeTask(id: string, leaseToken: string, result: unknown): Promise<boolean> {
     return this.#completions.run({ id, leaseToken, result });
   }
 
-  async #completeMany(completions: readonly Completion[]): Promise<(Task | null)[]> {
+  async #completeMany(completions: readonly Completion[]): Promise<boolean[]> {
     const edge = Transition.complete;
+    // Only ids come back: the worker needs to know which writes held, not the rows it just wrote.
     const rows = await translated(() =>
-      this.#pool.any(task`${logged(
+      this.#pool.any(idRow`${logged(
         sql.fragment`UPDATE tasks AS t
           SET status = ${edge.to}, updated_at = now(), result = c.result, finished_at = now(), lease_token = NULL, lease_expires_at = NULL
           FROM unnest(
@@ -295,12 +310,12 @@ export class TasksRepository {
           ) AS c(id, token, result)
           WHERE t.id = c.id AND t.lease_token = c.token AND t.status = ANY(${statuses(edge.from)})`,
         { kind: 'completed' },
-        TASK_COLUMNS,
+        sql.fragment`id`,
         sql.fragment`t.*`,
       )}`),
     );
-    const byId = new Map(rows.map((row) => [row.id, row]));
-    return completions.map((c) => byId.get(c.id) ?? null);
+    const stored = new Set(rows.map((row) => row.id));
+    return completions.map((c) => stored.has(c.id));
   }
 
   /**
@@ -402,7 +417,10 @@ export class TasksRepository {
    */
   async deleteTask(id: string, tenant?: string): Promise<TaskStatus> {
     const deleted = await translated(() =>
-      this.#pool.maybeOne(statusRow`DELETE FROM tasks WHERE id = ${id} AND ${ownedBy(tenant)} RETURNING status`),
+      this.#pool.maybeOne(statusRow`
+        WITH gone AS (DELETE FROM tasks WHERE id = ${id} AND ${ownedBy(tenant)} RETURNING id, status),
+        history AS (DELETE FROM task_events WHERE task_id IN (SELECT id FROM gone))
+        SELECT status FROM gone`),
     );
     if (!deleted) throw new TaskNotFound(id);
     return deleted.status;
@@ -444,12 +462,12 @@ export class TasksRepository {
 
   /** How many tasks wait or run: the autoscaler's view of the backlog (pending counts only when due). */
   async backlog(): Promise<{ pending: number; queued: number; inProgress: number }> {
+    // One count per status, so that each reads its status's partial index rather than the whole table.
     const row = await translated(() =>
       this.#pool.one(backlogRow`
-        SELECT count(*) FILTER (WHERE status = ${Status.pending} AND run_at <= now())::int AS pending,
-               count(*) FILTER (WHERE status = ${Status.queued})::int AS queued,
-               count(*) FILTER (WHERE status = ${Status.in_progress})::int AS "inProgress"
-        FROM tasks WHERE status = ANY(${statuses([Status.pending, Status.queued, Status.in_progress])})`),
+        SELECT (SELECT count(*) FROM tasks WHERE status = ${Status.pending} AND run_at <= now())::int AS pending,
+               (SELECT count(*) FROM tasks WHERE status = ${Status.queued})::int AS queued,
+               (SELECT count(*) FROM tasks WHERE status = ${Status.in_progress})::int AS "inProgress"`),
     );
     return row;
   }
@@ -513,12 +531,14 @@ export class TasksRepository {
     const retention = sql.fragment`coalesce(retention_ms, ${defaultRetentionMs})`;
     const rows = await translated(() =>
       this.#pool.any(idRow`
-        DELETE FROM tasks WHERE id = ANY(ARRAY(
+        WITH gone AS (DELETE FROM tasks WHERE id = ANY(ARRAY(
           SELECT id FROM tasks
           WHERE status = ANY(${statuses(FINISHED_STATUSES)}) AND ${retention} > 0
             AND finished_at < now() - make_interval(secs => ${retention} / 1000.0)
           LIMIT ${limit} FOR UPDATE SKIP LOCKED))
-        RETURNING id`),
+        RETURNING id),
+        history AS (DELETE FROM task_events WHERE task_id IN (SELECT id FROM gone))
+        SELECT id FROM gone`),
     );
     return rows.length;
   }

@@ -1,5 +1,6 @@
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../log.ts';
+import { Acker } from './acker.ts';
 import type { Broker } from './broker.ts';
 import { assertTasksQueue, decodeTaskMessage, type TaskMessage } from './topology.ts';
 
@@ -25,6 +26,7 @@ export class Consumer {
   readonly #handler: DeliveryHandler;
   readonly #log: Logger;
   #channel: Channel | null = null;
+  #acker: Acker | null = null;
   #consumerTag: string | null = null;
   #stopped = false;
 
@@ -53,12 +55,14 @@ export class Consumer {
     await assertTasksQueue(channel, this.#queue);
     await channel.prefetch(this.#prefetch);
     this.#channel = channel;
-    const { consumerTag } = await channel.consume(this.#queue, (raw) => this.#deliver(channel, raw), { noAck: false });
+    const acker = new Acker(channel);
+    this.#acker = acker;
+    const { consumerTag } = await channel.consume(this.#queue, (raw) => this.#deliver(channel, acker, raw), { noAck: false });
     this.#consumerTag = consumerTag;
     this.#log.info({ queue: this.#queue, prefetch: this.#prefetch }, 'consuming');
   }
 
-  #deliver(channel: Channel, raw: ConsumeMessage | null): void {
+  #deliver(channel: Channel, acker: Acker, raw: ConsumeMessage | null): void {
     if (raw === null) {
       // RabbitMQ cancelled the consumer (queue deleted); subscribe again on a fresh connection.
       void this.#broker.reconnect(new Error('consumer cancelled by RabbitMQ'));
@@ -76,17 +80,18 @@ export class Consumer {
         this.#log.warn({ err: (error as Error).message }, 'could not settle delivery');
       }
     };
+    acker.delivered(raw.fields.deliveryTag);
     const message = decodeTaskMessage(raw.content, raw.properties.priority);
     if (!message) {
       this.#log.warn({ messageId: raw.properties.messageId }, 'dropped a message that is not a task');
-      settle(() => channel.ack(raw));
+      settle(() => acker.ack(raw.fields.deliveryTag));
       return;
     }
     const delivery: Delivery = {
       message,
       redelivered: raw.fields.redelivered,
-      ack: () => settle(() => channel.ack(raw)),
-      requeue: () => settle(() => channel.nack(raw, false, true)),
+      ack: () => settle(() => acker.ack(raw.fields.deliveryTag)),
+      requeue: () => settle(() => acker.requeue(raw)),
     };
     this.#handler(delivery).catch((error) => {
       this.#log.error({ err: error, taskId: message.taskId }, 'delivery handler failed');
@@ -108,6 +113,7 @@ export class Consumer {
     this.#stopped = true;
     const channel = this.#channel;
     this.#channel = null;
+    this.#acker?.flush();
     await channel?.close().catch(() => undefined);
   }
 }

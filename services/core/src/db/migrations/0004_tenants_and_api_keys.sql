@@ -5,11 +5,11 @@ ALTER TABLE tasks ADD COLUMN tenant text NOT NULL DEFAULT 'default';
 DROP INDEX tasks_idempotency_key_idx;
 CREATE UNIQUE INDEX tasks_tenant_idempotency_key_idx ON tasks (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL;
 
--- Lists are always one tenant's, newest first, optionally by status or type.
+-- Lists are always one tenant's, newest first, optionally by status (a type filter reads the tenant's index).
 DROP INDEX tasks_type_id_idx;
+DROP INDEX tasks_status_id_idx;
 CREATE INDEX tasks_tenant_id_idx ON tasks (tenant, id DESC);
 CREATE INDEX tasks_tenant_status_id_idx ON tasks (tenant, status, id DESC);
-CREATE INDEX tasks_tenant_type_id_idx ON tasks (tenant, type, id DESC);
 
 -- Keys are stored only as SHA-256 hashes of the secret; a revoked key is kept (revoked_at) so lists explain it.
 CREATE TABLE api_keys (
