@@ -59,7 +59,7 @@ test('maxAttempts is an integer of at least 1, up to the policy limit', () => {
   }
 });
 
-test('backoff, runAt, timeoutMs, idempotencyKey and retentionMs are optional and kept as given', () => {
+test('backoff, runAt, timeoutMs, idempotencyKey and retentionMs are optional and kept as given (runAt as its UTC instant)', () => {
   assert.equal(
     parseSubmission({
       type: 'echo',
@@ -76,7 +76,8 @@ test('backoff, runAt, timeoutMs, idempotencyKey and retentionMs are optional and
       maxAttempts: 1,
       // A partial backoff is completed from the defaults, so that the stored task says exactly what it will do.
       backoff: { type: 'fixed', delayMs: 250, maxDelayMs: 300_000, jitter: true },
-      runAt: '2031-01-02T03:04:05+01:00',
+      // The same instant, in UTC: what PostgreSQL stores and the API answers with.
+      runAt: '2031-01-02T02:04:05.000Z',
       timeoutMs: 1_000,
       idempotencyKey: 'order-42',
       retentionMs: 0,

@@ -11,9 +11,19 @@ class UnsupportedMediaType extends ConveyorError {
   }
 }
 
+class UnreadableBody extends ConveyorError {
+  constructor(cause: unknown) {
+    super(`the request body could not be read: ${(cause as Error).message}`, { code: 'unreadable-body', status: 400, cause });
+  }
+}
+
+const noop = async () => undefined;
+
 /**
  * Parses JSON request bodies. The API speaks only JSON, so a body sent without a Content-Type, or labelled
- * form-urlencoded (what `curl -d` does by default), is read as JSON too; any other media type is a 415.
+ * form-urlencoded (what `curl -d` does by default) or with any `+json` type, is read as JSON; any other media
+ * type is a 415. A body that breaks off, or does not decode (a `Content-Encoding` it does not match), is the
+ * client's fault: 400.
  */
 export function jsonBody(limitBytes: number): Middleware {
   const parse = koaBody({ json: true, jsonStrict: true, jsonLimit: limitBytes, urlencoded: false, text: false, multipart: false });
@@ -21,9 +31,15 @@ export function jsonBody(limitBytes: number): Middleware {
     const hasBody = (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
     if (hasBody) {
       const type = ctx.get('content-type');
-      if (type === '' || ctx.is('application/x-www-form-urlencoded')) ctx.req.headers['content-type'] = 'application/json';
-      else if (!ctx.is('json', '+json')) throw new UnsupportedMediaType(type);
+      if (type === '' || ctx.is('application/x-www-form-urlencoded', '+json')) ctx.req.headers['content-type'] = 'application/json';
+      else if (!ctx.is('json')) throw new UnsupportedMediaType(type);
     }
-    return parse(ctx, next);
+    try {
+      await parse(ctx, noop);
+    } catch (error) {
+      const status = (error as { status?: number }).status;
+      throw status !== undefined && status >= 400 && status < 500 ? error : new UnreadableBody(error);
+    }
+    await next();
   };
 }

@@ -1,7 +1,31 @@
 import { createServer, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type Koa from 'koa';
+import { PROBLEM_TYPE_BASE } from './problem.ts';
 import type { Config } from '../../core/src/config.ts';
 import type { Logger } from '../../core/src/log.ts';
+
+/** What Node's HTTP parser refuses (headers too large, malformed requests, slow clients), as a problem. */
+function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
+  if (!socket.writable) return void socket.destroy();
+  const [status, title] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout']
+        : [400, 'Bad Request'];
+  const body = JSON.stringify({
+    type: `${PROBLEM_TYPE_BASE}${title.toLowerCase().replaceAll(' ', '-')}`,
+    title,
+    status,
+    detail: status === 400 ? 'the request is not valid HTTP/1.1' : title.toLowerCase(),
+    instance: '',
+  });
+  socket.end(
+    `HTTP/1.1 ${status} ${title}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+      `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
 
 export type ServerOptions = Pick<Config, 'host' | 'port' | 'httpHeadersTimeoutMs' | 'httpRequestTimeoutMs'>;
 
@@ -30,6 +54,7 @@ export class HttpServer {
       },
       app.callback(),
     );
+    this.#server.on('clientError', answerClientError);
     this.#host = options.host;
     this.#port = options.port;
     this.#log = log.child({ component: 'http' });

@@ -31,8 +31,9 @@ const UTC_TIMESTAMP = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\+00$/
 
 function isoTimestamp(value: string): string {
   const utc = UTC_TIMESTAMP.exec(value);
-  if (!utc) return new Date(value).toISOString();
-  return `${utc[1]}T${utc[2]}.${(utc[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`;
+  if (utc) return `${utc[1]}T${utc[2]}.${(utc[3] ?? '').padEnd(3, '0').slice(0, 3)}Z`;
+  // Another session time zone: made ISO first, since Date reads years below 100 in PostgreSQL's own form as 19xx.
+  return new Date(value.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString();
 }
 
 // Timestamps leave the database as ISO 8601 UTC strings, the form the API speaks, instead of slonik's epoch numbers.

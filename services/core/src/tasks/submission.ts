@@ -38,11 +38,12 @@ export const SubmitTaskSchema = z
     backoff: BackoffSchema.optional().meta({ description: 'Delay before each retry; default exponential from 1 s, capped at 5 min, with jitter.' }),
     runAt: z.iso
       .datetime({ offset: true })
-      .refine((value) => {
-        const date = new Date(value);
-        // An unparseable value is already reported by the format check.
-        return Number.isNaN(date.getTime()) || (date.getUTCFullYear() >= 1 && date.getUTCFullYear() <= 9999);
-      }, 'runAt must be between years 0001 and 9999')
+      // Stored as the UTC instant, to the millisecond: PostgreSQL refuses offsets past ±15:59 and local dates in
+      // year 0000, and would round 9999-12-31T23:59:59.9999995Z up into year 10000. Digits past the millisecond
+      // are dropped before Date reads the value, which it does not do reliably.
+      .transform((value) => new Date(value.replace(/(\.\d{3})\d+/, '$1')))
+      .refine((date) => date.getUTCFullYear() >= 1 && date.getUTCFullYear() <= 9999, 'runAt must be between years 0001 and 9999')
+      .transform((date) => date.toISOString())
       .optional()
       .meta({ description: 'Do not start before this time (ISO 8601). Delayed tasks wait in PostgreSQL, not in RabbitMQ.' }),
     timeoutMs: z
