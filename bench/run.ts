@@ -1,7 +1,7 @@
 // `npm run bench`: measures Conveyor on this machine. Each benchmark gets a fresh database and queue and its
 // own API and worker processes; the load comes from a separate process over keep-alive HTTP. Prints a table
 // and writes bench/results/<time>.json. `npm run bench -- --help` lists the options.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -17,11 +17,13 @@ const { values: options } = parseArgs({
     tasks: { type: 'string', default: '50000' },
     workers: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '50' },
+    source: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (options.help) {
-  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50]`);
+  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50] [--source]
+  --source runs the services from their TypeScript sources instead of the compiled build (npm run build), which the images run`);
   process.exit(0);
 }
 
@@ -36,8 +38,13 @@ const settings = {
   workers: Number(options.workers),
   workerConcurrency: Number(options.concurrency),
   logDir,
+  compiled: !options.source,
   env: { LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'info' },
 };
+if (settings.compiled) {
+  console.error('bench: compiling (npm run build)…');
+  execFileSync(process.execPath, [join(root, 'scripts', 'build.ts')], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+}
 
 type Outcome = {
   name: string;

@@ -20,6 +20,8 @@ export type SystemOptions = {
   workers: number;
   workerConcurrency: number;
   logDir: string;
+  /** Run the compiled build in dist/ (as the images do) rather than the TypeScript sources. */
+  compiled: boolean;
   /** Extra environment for every service. */
   env: Record<string, string>;
 };
@@ -28,7 +30,11 @@ export type SystemOptions = {
 export type ProcessCost = { name: string; peakRssMb: number; cpuSeconds: number; eventLoopP99Ms: number | null };
 
 type Service = { name: string; child: ChildProcess; metricsUrl: string };
-type WorkerSettings = { env: NodeJS.ProcessEnv; count: number; concurrency: number; logDir: string };
+type WorkerSettings = { env: NodeJS.ProcessEnv; count: number; concurrency: number; logDir: string; compiled: boolean };
+
+/** The entry point of a service: its compiled form in dist/, or its TypeScript source. */
+const entry = (service: 'api' | 'worker', compiled: boolean) =>
+  compiled ? `dist/services/${service}/src/main.js` : `services/${service}/src/main.ts`;
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -118,10 +124,10 @@ export class BenchSystem {
     };
     const apiUrl = `http://127.0.0.1:${port}`;
     const system = new BenchSystem({ apiUrl, key, db: new pg.Client({ connectionString: url.toString() }), databaseUrl: url.toString(), queue: env.TASKS_QUEUE, amqpUrl: options.amqpUrl });
-    system.#spawn('api', 'services/api/src/main.ts', env, options.logDir, `${apiUrl}/metrics`);
+    system.#spawn('api', entry('api', options.compiled), env, options.logDir, `${apiUrl}/metrics`);
     await system.#ready(`${apiUrl}/readyz`);
     await system.db.connect();
-    system.#workers = { env, count: options.workers, concurrency: options.workerConcurrency, logDir: options.logDir };
+    system.#workers = { env, count: options.workers, concurrency: options.workerConcurrency, logDir: options.logDir, compiled: options.compiled };
     return system;
   }
 
@@ -131,7 +137,7 @@ export class BenchSystem {
     await Promise.all(Array.from({ length: settings.count }, async (_, i) => {
       const metricsPort = await freePort();
       const env = { ...settings.env, WORKER_ID: `bench-worker-${i}`, WORKER_CONCURRENCY: String(settings.concurrency), METRICS_PORT: String(metricsPort) };
-      this.#spawn(`worker-${i}`, 'services/worker/src/main.ts', env, settings.logDir, `http://127.0.0.1:${metricsPort}/metrics`);
+      this.#spawn(`worker-${i}`, entry('worker', settings.compiled), env, settings.logDir, `http://127.0.0.1:${metricsPort}/metrics`);
       await this.#ready(`http://127.0.0.1:${metricsPort}/readyz`);
     }));
   }
