@@ -43,7 +43,7 @@ test('reconcileQueued leaves queued tasks alone while RabbitMQ holds a message f
   for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert())).id);
   await rig.backdate(ids, 'updated_at', 10 * MINUTE);
 
-  assert.is(await reconcileQueued(rig.repo, () => publisher.depth(), MINUTE, testLog), 0);
+  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 0);
   assert.is(await rig.countIn(ids, TaskStatus.queued), 3);
   assert.is(await queueDepth(rig.queue), 3, 'nothing was published twice');
 });
@@ -57,10 +57,10 @@ test('reconcileQueued sends stale queued tasks back through the relay when Rabbi
   await rig.backdate(ids, 'updated_at', 10 * MINUTE);
   await purge(rig.queue);
 
-  assert.is(await reconcileQueued(rig.repo, () => publisher.depth(), MINUTE, testLog), 3);
+  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 3);
   assert.is(await rig.countIn(ids, TaskStatus.pending), 3);
 
-  const relay = new Relay({ repository: rig.repo, publisher, broker, intervalMs: 600_000 }, testLog);
+  const relay = new Relay({ upkeep: rig.upkeep, publisher, broker, intervalMs: 600_000 }, testLog);
   // The relay gives every task just made pending a moment, in case a submit is publishing it: skip the wait.
   await rig.storedEarlier(ids);
   await relay.relayOnce();
@@ -78,7 +78,7 @@ test('reconcileQueued sends back only tasks queued for longer than staleMs', asy
   await purge(rig.queue);
 
   // A message published a moment ago may not be counted yet; a young task is given time before it is called lost.
-  assert.is(await reconcileQueued(rig.repo, () => publisher.depth(), MINUTE, testLog), 1);
+  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 1);
   assert.equal(Object.fromEntries(await rig.statuses([stale, fresh])), { [stale]: TaskStatus.pending, [fresh]: TaskStatus.queued });
 });
 
@@ -96,7 +96,7 @@ test('reconcileQueued compares nothing while RabbitMQ is unreachable', async ({ 
   } catch (error) {
     assert.instance(error, BrokerUnavailable);
   }
-  assert.is(await reconcileQueued(rig.repo, unreachable, MINUTE, testLog), 0);
+  assert.is(await reconcileQueued(rig.upkeep, unreachable, MINUTE, testLog), 0);
   assert.is((await rig.repo.getTask(id)).status, TaskStatus.queued, 'an outage is not a lost message');
 });
 
@@ -114,10 +114,10 @@ test('sweepRetention deletes every expired finished task, past one batch, and ke
   const waiting = await rig.insert();
   await rig.backdate([kept.id], 'finished_at', 400 * DAY);
 
-  assert.is(await sweepRetention(rig.repo, DAY, testLog), 1234);
+  assert.is(await sweepRetention(rig.upkeep, DAY, testLog), 1234);
   const { rows } = await rig.db.query<{ id: string }>('SELECT id FROM tasks ORDER BY id');
   assert.equal(rows.map((r) => r.id).sort(), [young.id, kept.id, waiting.id].sort());
-  assert.is(await sweepRetention(rig.repo, DAY, testLog), 0);
+  assert.is(await sweepRetention(rig.upkeep, DAY, testLog), 0);
 });
 
 test('Maintenance reaps an expired lease on its own schedule', async ({ rig }) => {
@@ -126,7 +126,7 @@ test('Maintenance reaps an expired lease on its own schedule', async ({ rig }) =
   assert.ok(claim);
   await rig.backdate([task.id], 'lease_expires_at', 1_000);
   const maintenance = new Maintenance(
-    { repository: rig.repo, readyMessages: async () => 0, intervalMs: 50, queuedReconcileMs: MINUTE, retentionMs: 0, retentionIntervalMs: MINUTE },
+    { upkeep: rig.upkeep, readyMessages: async () => 0, intervalMs: 50, queuedReconcileMs: MINUTE, retentionMs: 0, retentionIntervalMs: MINUTE },
     testLog,
   );
   rig.onTeardown(() => maintenance.stop());
@@ -151,7 +151,7 @@ test('Maintenance sweeps finished tasks past their retention when it starts', as
   const young = await rig.insert();
   await rig.repo.cancelTask(young.id);
   const maintenance = new Maintenance(
-    { repository: rig.repo, readyMessages: async () => 0, intervalMs: MINUTE, queuedReconcileMs: MINUTE, retentionMs: DAY, retentionIntervalMs: MINUTE },
+    { upkeep: rig.upkeep, readyMessages: async () => 0, intervalMs: MINUTE, queuedReconcileMs: MINUTE, retentionMs: DAY, retentionIntervalMs: MINUTE },
     testLog,
   );
   rig.onTeardown(() => maintenance.stop());

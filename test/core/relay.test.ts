@@ -27,7 +27,7 @@ test.after.each(async (ctx) => {
 const NEVER = 600_000;
 
 function relayOn(rig: CoreRig, connection: { broker: Broker; publisher: Publisher }, intervalMs = NEVER): Relay {
-  const relay = new Relay({ repository: rig.repo, publisher: connection.publisher, broker: connection.broker, intervalMs }, testLog);
+  const relay = new Relay({ upkeep: rig.upkeep, publisher: connection.publisher, broker: connection.broker, intervalMs }, testLog);
   rig.onTeardown(() => relay.stop());
   return relay;
 }
@@ -62,9 +62,9 @@ test('relayDuePending hands over due pending tasks highest priority first, then 
     batches.push(tasks.map((t) => t.id));
     return tasks.map((t) => t.id);
   };
-  assert.is(await rig.repo.relayDuePending(2, confirmAll), 2);
-  assert.is(await rig.repo.relayDuePending(2, confirmAll), 2);
-  assert.is(await rig.repo.relayDuePending(2, confirmAll), 0);
+  assert.is(await rig.upkeep.relayDuePending(2, confirmAll), 2);
+  assert.is(await rig.upkeep.relayDuePending(2, confirmAll), 2);
+  assert.is(await rig.upkeep.relayDuePending(2, confirmAll), 0);
   assert.equal(batches, [[high.id, highLater.id], [middle.id, low.id]]);
   const statuses = await rig.statuses([low.id, high.id, middle.id, highLater.id, notDue.id]);
   assert.equal([...statuses.values()].filter((s) => s === TaskStatus.queued).length, 4);
@@ -74,11 +74,11 @@ test('relayDuePending hands over due pending tasks highest priority first, then 
 test('relayDuePending leaves unconfirmed tasks pending for the next pass, and a failed pass changes nothing', async ({ rig }) => {
   const [a, b, c] = [await rig.insert(), await rig.insert(), await rig.insert()];
   await rig.storedEarlier([a.id, b.id, c.id]);
-  assert.is(await rig.repo.relayDuePending(10, async () => [b.id]), 3);
+  assert.is(await rig.upkeep.relayDuePending(10, async () => [b.id]), 3);
   assert.equal(Object.fromEntries(await rig.statuses([a.id, b.id, c.id])), { [a.id]: 'pending', [b.id]: 'queued', [c.id]: 'pending' });
 
   try {
-    await rig.repo.relayDuePending(10, async () => {
+    await rig.upkeep.relayDuePending(10, async () => {
       throw new Error('publisher exploded');
     });
     assert.unreachable('the error was swallowed');
@@ -86,7 +86,7 @@ test('relayDuePending leaves unconfirmed tasks pending for the next pass, and a 
     assert.match((error as Error).message, 'publisher exploded');
   }
   const handed: string[] = [];
-  await rig.repo.relayDuePending(10, async (tasks) => {
+  await rig.upkeep.relayDuePending(10, async (tasks) => {
     handed.push(...tasks.map((t) => t.id));
     return [];
   });

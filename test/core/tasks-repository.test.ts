@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { loadConfig } from '../../services/core/src/config.ts';
 import { Database } from '../../services/core/src/db/database.ts';
 import { migrate, readMigrations } from '../../services/core/src/db/migrate.ts';
+import type { TaskUpkeep } from '../../services/core/src/db/task-upkeep.ts';
 import type { ClaimedTask, NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { TaskConflict, TaskNotFound } from '../../services/core/src/errors.ts';
 import { newId } from '../../services/core/src/ids.ts';
@@ -15,7 +16,7 @@ import { TASK_STATUSES, TaskStatus } from '../../services/core/src/tasks/state.t
 import { dropDatabase, freshDatabaseUrl, uniqueName } from '../support/isolation.ts';
 import { testLog } from '../support/system.ts';
 
-type Ctx = { urls: string[]; database: Database; repo: TasksRepository; db: pg.Client };
+type Ctx = { urls: string[]; database: Database; repo: TasksRepository; upkeep: TaskUpkeep; db: pg.Client };
 const test = suite<Ctx>('core: tasks repository');
 
 test.before(openDatabase);
@@ -28,6 +29,7 @@ async function openDatabase(ctx: Ctx): Promise<void> {
   ctx.database = new Database(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent' }), 'conveyor-test', testLog);
   await ctx.database.start();
   ctx.repo = ctx.database.tasks();
+  ctx.upkeep = ctx.database.upkeep();
   // For what the repository does not offer: timestamps moved into the past, counts across rows.
   ctx.db = new pg.Client({ connectionString: url });
   await ctx.db.connect();
@@ -700,7 +702,7 @@ maintenance.after(closeDatabase);
 
 const ours = (tasks: readonly Task[], ids: readonly string[]) => tasks.filter((t) => ids.includes(t.id));
 
-maintenance('reapExpiredLeases settles expired leases: retried, failed or cancelled; live leases are left', async ({ repo, db }) => {
+maintenance('reapExpiredLeases settles expired leases: retried, failed or cancelled; live leases are left', async ({ repo, upkeep, db }) => {
   const retry = await claimed(repo, { maxAttempts: 2 });
   const last = await claimed(repo, { maxAttempts: 1 });
   const cancel = await claimed(repo, { maxAttempts: 3 });
@@ -709,7 +711,7 @@ maintenance('reapExpiredLeases settles expired leases: retried, failed or cancel
   await expireLeases(db, [retry.id, last.id, cancel.id]);
 
   const before = Date.now();
-  const settled = ours(await repo.reapExpiredLeases(100), [retry.id, last.id, cancel.id, live.id]);
+  const settled = ours(await upkeep.reapExpiredLeases(100), [retry.id, last.id, cancel.id, live.id]);
   const byId = new Map(settled.map((t) => [t.id, t]));
   assert.equal(settled.map((t) => t.id).sort(), [retry.id, last.id, cancel.id].sort());
 
@@ -734,10 +736,10 @@ maintenance('reapExpiredLeases settles expired leases: retried, failed or cancel
   assert.equal(await repo.getTask(retry.id), retried, 'what the reaper returns is what is stored');
   assert.is((await repo.getTask(live.id)).status, TaskStatus.in_progress);
   for (const task of [retry, last, cancel]) assert.is(await repo.completeTask(task.id, task.leaseToken, 'late'), false, 'the lost worker no longer writes');
-  assert.equal(ours(await repo.reapExpiredLeases(100), [retry.id, last.id, cancel.id]), [], 'nothing is settled twice');
+  assert.equal(ours(await upkeep.reapExpiredLeases(100), [retry.id, last.id, cancel.id]), [], 'nothing is settled twice');
 });
 
-maintenance('concurrent reapers settle each expired lease exactly once', async ({ repo, db }) => {
+maintenance('concurrent reapers settle each expired lease exactly once', async ({ repo, upkeep, db }) => {
   const tasks: ClaimedTask[] = [];
   for (let i = 0; i < 30; i++) tasks.push(await claimed(repo, { maxAttempts: 1 + (i % 3) }));
   for (const task of tasks.filter((_, i) => i % 5 === 0)) await repo.cancelTask(task.id);
@@ -748,7 +750,7 @@ maintenance('concurrent reapers settle each expired lease exactly once', async (
   const reaper = async () => {
     const settled: Task[] = [];
     for (let round = 0; round < 50; round++) {
-      const batch = await repo.reapExpiredLeases(4);
+      const batch = await upkeep.reapExpiredLeases(4);
       if (batch.length === 0) return settled;
       settled.push(...batch);
     }
@@ -767,7 +769,7 @@ maintenance('concurrent reapers settle each expired lease exactly once', async (
   assert.is(rows[0]?.most, 1, "no task got 'worker lost' twice");
 });
 
-maintenance('republishStaleQueued sends tasks queued for too long back to pending, oldest first, in batches', async ({ repo, db }) => {
+maintenance('republishStaleQueued sends tasks queued for too long back to pending, oldest first, in batches', async ({ repo, upkeep, db }) => {
   const queue = async () => {
     const task = await insert(repo);
     await repo.markQueued([task]);
@@ -781,11 +783,11 @@ maintenance('republishStaleQueued sends tasks queued for too long back to pendin
   await backdate(db, [stale[2]?.id as string, pendingOld.id], 'updated_at', 600_000);
 
   // Small batches keep each statement's row locks few and short: `limit` is a promise, not a hint.
-  assert.is(await repo.republishStaleQueued(300_000, 2), 2, 'the first batch holds `limit` rows');
+  assert.is(await upkeep.republishStaleQueued(300_000, 2), 2, 'the first batch holds `limit` rows');
   const statuses = async () => Promise.all(stale.map(async (t) => (await repo.getTask(t.id)).status));
   assert.equal(await statuses(), [TaskStatus.pending, TaskStatus.pending, TaskStatus.queued], 'the longest queued go first');
-  assert.is(await repo.republishStaleQueued(300_000, 2), 1);
-  assert.is(await repo.republishStaleQueued(300_000, 2), 0);
+  assert.is(await upkeep.republishStaleQueued(300_000, 2), 1);
+  assert.is(await upkeep.republishStaleQueued(300_000, 2), 0);
   for (const task of stale) {
     const now = await repo.getTask(task.id);
     assert.is(now.status, TaskStatus.pending);
@@ -795,7 +797,7 @@ maintenance('republishStaleQueued sends tasks queued for too long back to pendin
   assert.is((await repo.getTask(pendingOld.id)).status, TaskStatus.pending);
 });
 
-maintenance('deleteExpiredFinished honours each task\'s retention, the default otherwise, and 0 keeps forever', async ({ repo, db }) => {
+maintenance('deleteExpiredFinished honours each task\'s retention, the default otherwise, and 0 keeps forever', async ({ repo, upkeep, db }) => {
   const DAY = 86_400_000;
   const oldDefault = await finished(repo, 'completed');
   const youngDefault = await finished(repo, 'completed');
@@ -810,25 +812,25 @@ maintenance('deleteExpiredFinished honours each task\'s retention, the default o
   const exists = async (task: Task) => (await repo.findTask(task.id)) !== null;
 
   // A default of 0 keeps tasks without their own retention, whatever their age.
-  assert.is(await repo.deleteExpiredFinished(0, 100), 1);
+  assert.is(await upkeep.deleteExpiredFinished(0, 100), 1);
   assert.not.ok(await exists(shortOwn));
   assert.ok(await exists(oldDefault));
 
-  assert.is(await repo.deleteExpiredFinished(DAY, 100), 1);
+  assert.is(await upkeep.deleteExpiredFinished(DAY, 100), 1);
   assert.not.ok(await exists(oldDefault));
   const { rows } = await db.query('SELECT task_id FROM task_events WHERE task_id = ANY($1)', [[shortOwn.id, oldDefault.id]]);
   assert.equal(rows, [], 'the histories of swept tasks are swept too');
   for (const task of [youngDefault, longOwn, forever, running]) assert.ok(await exists(task), `${task.id} (${task.status}) kept`);
 });
 
-maintenance('deleteExpiredFinished deletes at most `limit` rows per call', async ({ repo, db }) => {
+maintenance('deleteExpiredFinished deletes at most `limit` rows per call', async ({ repo, upkeep, db }) => {
   const tasks = [await finished(repo, 'completed'), await finished(repo, 'failed'), await finished(repo, 'cancelled')];
   // Older than anything the test before left behind, so that only these three are past the retention used here.
   await backdate(db, tasks.map((t) => t.id), 'finished_at', 30 * 86_400_000);
   const retentionMs = 20 * 86_400_000;
-  assert.is(await repo.deleteExpiredFinished(retentionMs, 2), 2, 'the first batch holds `limit` rows');
-  assert.is(await repo.deleteExpiredFinished(retentionMs, 2), 1);
-  assert.is(await repo.deleteExpiredFinished(retentionMs, 2), 0);
+  assert.is(await upkeep.deleteExpiredFinished(retentionMs, 2), 2, 'the first batch holds `limit` rows');
+  assert.is(await upkeep.deleteExpiredFinished(retentionMs, 2), 1);
+  assert.is(await upkeep.deleteExpiredFinished(retentionMs, 2), 0);
   for (const task of tasks) assert.is(await repo.findTask(task.id), null);
 });
 

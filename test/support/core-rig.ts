@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { loadConfig } from '../../services/core/src/config.ts';
 import { Database } from '../../services/core/src/db/database.ts';
+import type { TaskUpkeep } from '../../services/core/src/db/task-upkeep.ts';
 import type { NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { newId } from '../../services/core/src/ids.ts';
 import { Broker } from '../../services/core/src/queue/broker.ts';
@@ -19,6 +20,7 @@ export type Connection = { broker: Broker; publisher: Publisher; connected: () =
 export class CoreRig {
   readonly database: Database;
   readonly repo: TasksRepository;
+  readonly upkeep: TaskUpkeep;
   /** A direct connection, for what the repository does not expose (timestamps to move into the past). */
   readonly db: pg.Client;
   readonly queue: string;
@@ -29,6 +31,7 @@ export class CoreRig {
   private constructor(database: Database, db: pg.Client, databaseUrl: string, amqpUrl: string) {
     this.database = database;
     this.repo = database.tasks();
+    this.upkeep = database.upkeep();
     this.db = db;
     this.queue = freshQueueName();
     this.#databaseUrl = databaseUrl;

@@ -25,7 +25,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
   const metrics = createMetrics('api');
   const { database, broker, publisher, components } = createRuntime(config, log, 'conveyor-api', metrics);
   const control = new ControlChannel({ broker, queue: config.tasksQueue }, log);
-  observeTaskTable(metrics, () => database.tasks().gauges());
+  observeTaskTable(metrics, () => database.upkeep().gauges());
   let relay: Relay | null = null;
   let maintenance: Maintenance | null = null;
   let shuttingDown = false;
@@ -34,7 +34,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
   lifecycle.add(...components, { name: 'control', start: () => control.start(), stop: () => control.stop() }, {
     name: 'relay',
     start: () => {
-      relay = new Relay({ repository: database.tasks(), publisher, broker, intervalMs: config.relayIntervalMs, metrics }, log);
+      relay = new Relay({ upkeep: database.upkeep(), publisher, broker, intervalMs: config.relayIntervalMs, metrics }, log);
       return relay.start();
     },
     stop: async () => relay?.stop(),
@@ -43,7 +43,7 @@ export function createApiService(config: Config, log: Logger): ApiService {
     start: async () => {
       maintenance = new Maintenance(
         {
-          repository: database.tasks(),
+          upkeep: database.upkeep(),
           readyMessages: () => publisher.depth(),
           intervalMs: config.reaperIntervalMs,
           queuedReconcileMs: config.queuedReconcileMs,

@@ -92,10 +92,11 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
       name: 'informers',
       start: async () => {
         const repository = database.tasks();
+        const upkeep = database.upkeep();
         // The cluster's stale requeue: the shared core's reaper, run while this replica leads.
         reaper = createReaper(
           {
-            repository,
+            upkeep,
             readyMessages: () => inspector.readyMessages(config.tasksQueue),
             intervalMs: config.reaperIntervalMs,
             queuedReconcileMs: config.queuedReconcileMs,
@@ -105,7 +106,7 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
         );
         pools = new ResourceInformer<WorkerPool>(kube, namespace, { plural: 'workerpools', onKey: (k) => poolQueue.enqueue(k), onDelete: (k) => { poolQueue.forget(k); poolReconciler?.forget(k); } }, log);
         tasks = new ResourceInformer<TaskResource>(kube, namespace, { plural: 'tasks', onKey: (k) => taskQueue.enqueue(k), onDelete: (k) => taskQueue.forget(k) }, log);
-        poolReconciler = new WorkerPoolReconciler({ kube, cache: pools.cache, repository, inspector, metrics, log });
+        poolReconciler = new WorkerPoolReconciler({ kube, cache: pools.cache, upkeep, inspector, metrics, log });
         taskReconciler = new TaskReconciler({ kube, cache: tasks.cache, repository, publisher, control, syncIntervalMs: config.taskSyncIntervalMs, log });
         await Promise.all([pools.start(), tasks.start()]);
       },

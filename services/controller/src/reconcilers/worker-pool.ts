@@ -1,5 +1,5 @@
 import type { KubernetesObject, ObjectCache, V1Pod } from '@kubernetes/client-node';
-import type { TasksRepository } from '../../../core/src/db/tasks-repository.ts';
+import type { TaskUpkeep } from '../../../core/src/db/task-upkeep.ts';
 import type { Logger } from '../../../core/src/log.ts';
 import type { ControllerMetrics } from '../../../core/src/metrics.ts';
 import type { QueueInspector } from '../../../core/src/queue/inspector.ts';
@@ -48,7 +48,7 @@ export function desiredReplicas(spec: Required<WorkerPoolSpec>, backlog: number)
 export type WorkerPoolDeps = {
   kube: Kube;
   cache: ObjectCache<WorkerPool>;
-  repository: TasksRepository;
+  upkeep: TaskUpkeep;
   inspector: QueueInspector;
   metrics: ControllerMetrics;
   log: Logger;
@@ -117,7 +117,7 @@ export class WorkerPoolReconciler {
   }
 
   async #readBacklog(queue: string): Promise<Backlog> {
-    const counts = await this.#deps.repository.backlog();
+    const counts = await this.#deps.upkeep.backlog();
     // RabbitMQ may hold messages the database does not know as queued (published by another install); count the larger.
     const ready = await this.#deps.inspector.readyMessages(queue).catch(() => 0);
     return { ready, ...counts, total: Math.max(ready, counts.queued) + counts.pending + counts.inProgress };
@@ -151,11 +151,11 @@ export class WorkerPoolReconciler {
 
   /** Idle workers get cost 0 and busy ones their running count, so a scale-in removes idle pods first. */
   async #setDeletionCosts(namespace: string, deployment: string): Promise<void> {
-    const { kube, repository } = this.#deps;
+    const { kube, upkeep } = this.#deps;
     const labels = (await kube.apps.readNamespacedDeployment({ name: deployment, namespace })).spec?.selector?.matchLabels ?? {};
     const labelSelector = Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',');
     if (!labelSelector) return;
-    const [pods, running] = await Promise.all([kube.core.listNamespacedPod({ namespace, labelSelector }), repository.runningByWorker()]);
+    const [pods, running] = await Promise.all([kube.core.listNamespacedPod({ namespace, labelSelector }), upkeep.runningByWorker()]);
     await Promise.all(pods.items.map((pod: V1Pod) => this.#setCost(pod, namespace, String(running.get(pod.metadata?.name ?? '') ?? 0))));
   }
 

@@ -3,6 +3,7 @@ import type { Logger } from '../log.ts';
 import { migrate } from './migrate.ts';
 import { type DatabasePool, openPool } from './pool.ts';
 import { ApiKeysRepository } from './api-keys-repository.ts';
+import { TaskUpkeep } from './task-upkeep.ts';
 import { TasksRepository } from './tasks-repository.ts';
 
 /** The database as a lifecycle component: opens the pool and brings the schema up to date on start. */
@@ -39,6 +40,10 @@ export class Database {
   tasks(): TasksRepository {
     this.#tasks ??= new TasksRepository(this.pool);
     return this.#tasks;
+  }
+
+  upkeep(): TaskUpkeep {
+    return new TaskUpkeep(this.pool);
   }
 
   apiKeys(): ApiKeysRepository {

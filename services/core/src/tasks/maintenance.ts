@@ -1,4 +1,4 @@
-import type { TasksRepository } from '../db/tasks-repository.ts';
+import type { TaskUpkeep } from '../db/task-upkeep.ts';
 import { BrokerUnavailable } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
@@ -12,10 +12,10 @@ const BATCH = 1_000;
  * `worker lost`. Safe to run from any number of processes at once.
  * @returns how many tasks it settled.
  */
-export async function reapExpiredLeases(repository: TasksRepository, log: Logger, metrics?: Metrics): Promise<number> {
+export async function reapExpiredLeases(upkeep: TaskUpkeep, log: Logger, metrics?: Metrics): Promise<number> {
   let total = 0;
   for (;;) {
-    const settled = await repository.reapExpiredLeases(BATCH);
+    const settled = await upkeep.reapExpiredLeases(BATCH);
     for (const task of settled) {
       metrics?.reaped.inc({ outcome: task.status });
       if (task.status !== TaskStatus.cancelled) metrics?.outcomes.inc({ type: task.type, outcome: 'worker_lost' });
@@ -34,12 +34,12 @@ export async function reapExpiredLeases(repository: TasksRepository, log: Logger
  * @returns how many tasks it sent back.
  */
 export async function reconcileQueued(
-  repository: TasksRepository,
+  upkeep: TaskUpkeep,
   readyMessages: () => Promise<number>,
   staleMs: number,
   log: Logger,
 ): Promise<number> {
-  const queued = await repository.countByStatus(TaskStatus.queued);
+  const queued = await upkeep.countByStatus(TaskStatus.queued);
   if (queued === 0) return 0;
   // While RabbitMQ is unreachable nothing can be compared; the relay is what catches up after the outage.
   const ready = await readyMessages().catch((error: unknown) => {
@@ -47,16 +47,16 @@ export async function reconcileQueued(
     throw error;
   });
   if (ready >= queued) return 0;
-  const republished = await repository.republishStaleQueued(staleMs, BATCH);
+  const republished = await upkeep.republishStaleQueued(staleMs, BATCH);
   if (republished > 0) log.warn({ republished }, 'queued tasks missing from RabbitMQ sent back to the relay');
   return republished;
 }
 
 /** Deletes finished tasks past their retention, in small batches. @returns how many it deleted. */
-export async function sweepRetention(repository: TasksRepository, retentionMs: number, log: Logger): Promise<number> {
+export async function sweepRetention(upkeep: TaskUpkeep, retentionMs: number, log: Logger): Promise<number> {
   let total = 0;
   for (;;) {
-    const deleted = await repository.deleteExpiredFinished(retentionMs, BATCH);
+    const deleted = await upkeep.deleteExpiredFinished(retentionMs, BATCH);
     total += deleted;
     if (deleted < BATCH) break;
   }
@@ -65,7 +65,7 @@ export async function sweepRetention(repository: TasksRepository, retentionMs: n
 }
 
 export type ReaperOptions = {
-  repository: TasksRepository;
+  upkeep: TaskUpkeep;
   readyMessages: () => Promise<number>;
   intervalMs: number;
   queuedReconcileMs: number;
@@ -79,8 +79,8 @@ export function createReaper(options: ReaperOptions, log: Logger): Periodic {
     'reaper',
     options.intervalMs,
     async () => {
-      await reapExpiredLeases(options.repository, scoped, options.metrics);
-      await reconcileQueued(options.repository, options.readyMessages, options.queuedReconcileMs, scoped);
+      await reapExpiredLeases(options.upkeep, scoped, options.metrics);
+      await reconcileQueued(options.upkeep, options.readyMessages, options.queuedReconcileMs, scoped);
     },
     log,
   );
@@ -98,7 +98,7 @@ export class Maintenance {
     this.#reaper = createReaper(options, log);
     this.#retention =
       options.retentionMs > 0
-        ? new Periodic('retention', options.retentionIntervalMs, async () => void (await sweepRetention(options.repository, options.retentionMs, scoped)), log)
+        ? new Periodic('retention', options.retentionIntervalMs, async () => void (await sweepRetention(options.upkeep, options.retentionMs, scoped)), log)
         : null;
   }
 

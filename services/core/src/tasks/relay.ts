@@ -1,4 +1,4 @@
-import type { TasksRepository } from '../db/tasks-repository.ts';
+import type { TaskUpkeep } from '../db/task-upkeep.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { Periodic } from '../periodic.ts';
@@ -14,7 +14,7 @@ export const RELAY_BATCH = 500;
  * It runs on a timer and at once after every (re)connect to RabbitMQ.
  */
 export class Relay {
-  readonly #repository: TasksRepository;
+  readonly #upkeep: TaskUpkeep;
   readonly #publisher: Publisher;
   readonly #broker: Broker;
   readonly #log: Logger;
@@ -23,11 +23,11 @@ export class Relay {
   readonly #metrics: Metrics | undefined;
 
   constructor(
-    options: { repository: TasksRepository; publisher: Publisher; broker: Broker; intervalMs: number; metrics?: Metrics },
+    options: { upkeep: TaskUpkeep; publisher: Publisher; broker: Broker; intervalMs: number; metrics?: Metrics },
     log: Logger,
   ) {
     this.#metrics = options.metrics;
-    this.#repository = options.repository;
+    this.#upkeep = options.upkeep;
     this.#publisher = options.publisher;
     this.#broker = options.broker;
     this.#log = log.child({ component: 'relay' });
@@ -44,7 +44,7 @@ export class Relay {
   async relayOnce(): Promise<boolean> {
     if (!this.#publisher.ready) return false;
     let published = 0;
-    const locked = await this.#repository.relayDuePending(RELAY_BATCH, async (tasks) => {
+    const locked = await this.#upkeep.relayDuePending(RELAY_BATCH, async (tasks) => {
       const outcomes = await Promise.allSettled(
         tasks.map((task) => this.#publisher.publish({ taskId: task.id, type: task.type, priority: task.priority })),
       );
