@@ -1,26 +1,10 @@
 import pg from 'pg';
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { eventually, request, TestWorld } from '../support/system.ts';
+import { apiSuite, eventually, request } from '../support/system.ts';
 
-type Ctx = { world: TestWorld; baseUrl: string; db: pg.Client };
-const test = suite<Ctx>('api: batch submit');
+const test = apiSuite('api: batch submit');
 const BATCH = '/api/v1/tasks/batch';
-
-test.before(async (ctx) => {
-  ctx.world = await TestWorld.create();
-  const api = await ctx.world.startApi();
-  ctx.baseUrl = api.baseUrl;
-  await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
-  ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] });
-  await ctx.db.connect();
-});
-
-test.after(async (ctx) => {
-  await ctx.db.end();
-  await ctx.world.teardown();
-});
 
 const count = async (db: pg.Client, where = 'TRUE', params: unknown[] = []) =>
   Number((await db.query(`SELECT count(*)::int AS n FROM tasks WHERE ${where}`, params)).rows[0].n);

@@ -1,10 +1,10 @@
 import * as assert from 'uvu/assert';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
-import { eventually, request } from '../support/system.ts';
-import { assertProblem, getTask, inFuture, reliabilitySuite, submit, TASKS, taskIn, time, withWorker } from './reliability-helpers.ts';
+import { apiSuite, eventually, request } from '../support/system.ts';
+import { assertProblem, getTask, inFuture, submit, TASKS, taskIn, time, withWorker } from './reliability-helpers.ts';
 
-const test = reliabilitySuite('api: cancel and delete');
+const test = apiSuite('api: cancel and delete');
 const { pending, queued, in_progress, completed, failed, cancelled } = TaskStatus;
 // One slot: a task still holding it would keep the follow-up task from ever starting.
 const ONE_SLOT = { WORKER_CONCURRENCY: '1' };

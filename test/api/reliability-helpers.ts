@@ -1,41 +1,13 @@
-// What the reliability suites share: a world per file with a running API and a PostgreSQL client, workers
-// started and stopped per test, and HTTP shorthands that check their own status codes.
+// What the reliability suites share (each is an apiSuite): workers started and stopped per test, and HTTP
+// shorthands that check their own status codes.
 import pg from 'pg';
-import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Task } from '../../services/core/src/tasks/model.ts';
 import type { WorkerService } from '../../services/worker/src/service.ts';
-import { eventually, getTask, settled, taskIn, type HttpResult, request, TestWorld } from '../support/system.ts';
+import { getTask, settled, taskIn, type HttpResult, request, type TestWorld } from '../support/system.ts';
 
 export const TASKS = '/api/v1/tasks';
 const PROBLEM = 'application/problem+json';
-
-export type ReliabilityCtx = {
-  world: TestWorld;
-  baseUrl: string;
-  queue: string;
-  /** For what the API cannot do: simulate a lost control message, count rows by idempotency key. */
-  db: pg.Client;
-};
-
-/** A suite with its own database, queue and API (started with `apiEnv`); no worker until a test starts one. */
-export function reliabilitySuite(name: string, apiEnv: Record<string, string> = {}): Test<ReliabilityCtx> {
-  const test = suite<ReliabilityCtx>(name, {} as ReliabilityCtx);
-  test.before(async (ctx) => {
-    ctx.world = await TestWorld.create();
-    ctx.queue = ctx.world.env['TASKS_QUEUE'] as string;
-    const api = await ctx.world.startApi(apiEnv);
-    ctx.baseUrl = api.baseUrl;
-    await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
-    ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] as string });
-    await ctx.db.connect();
-  });
-  test.after(async (ctx) => {
-    await ctx.db?.end();
-    await ctx.world?.teardown();
-  });
-  return test;
-}
 
 /**
  * Runs `body` with a worker, then stops it, so that the next test starts with none. Port 0 keeps several

@@ -1,10 +1,10 @@
 import * as assert from 'uvu/assert';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { eventually, request } from '../support/system.ts';
-import { getTask, inFuture, reliabilitySuite, submit, TASKS, taskIn, withWorker } from './reliability-helpers.ts';
+import { apiSuite, eventually, request } from '../support/system.ts';
+import { getTask, inFuture, submit, TASKS, taskIn, withWorker } from './reliability-helpers.ts';
 
 // A sweep every second of everything finished more than a second ago.
-const test = reliabilitySuite('api: retention', { TASK_RETENTION: '1s', RETENTION_INTERVAL_MS: '1000' });
+const test = apiSuite('api: retention', { TASK_RETENTION: '1s', RETENTION_INTERVAL_MS: '1000' });
 const { pending, completed, failed } = TaskStatus;
 
 const swept = (baseUrl: string, id: string) =>

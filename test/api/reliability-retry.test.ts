@@ -1,10 +1,10 @@
 import * as assert from 'uvu/assert';
 import type { Task } from '../../services/core/src/tasks/model.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { request } from '../support/system.ts';
-import { assertProblem, countRows, getTask, inFuture, reliabilitySuite, settled, submit, TASKS, taskIn, time, withWorker } from './reliability-helpers.ts';
+import { apiSuite, request } from '../support/system.ts';
+import { assertProblem, countRows, getTask, inFuture, settled, submit, TASKS, taskIn, time, withWorker } from './reliability-helpers.ts';
 
-const test = reliabilitySuite('api: retry, backoff and timeouts');
+const test = apiSuite('api: retry, backoff and timeouts');
 const { queued, completed, failed } = TaskStatus;
 
 const retry = (baseUrl: string, id: string) => request<Task>(baseUrl, 'POST', `${TASKS}/${id}/retry`);

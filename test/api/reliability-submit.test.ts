@@ -4,10 +4,10 @@ import * as assert from 'uvu/assert';
 import type { Task } from '../../services/core/src/tasks/model.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
-import { eventually, request } from '../support/system.ts';
-import { assertProblem, countRows, getTask, inFuture, reliabilitySuite, submit, TASKS, time, withWorker } from './reliability-helpers.ts';
+import { apiSuite, eventually, request } from '../support/system.ts';
+import { assertProblem, countRows, getTask, inFuture, submit, TASKS, time, withWorker } from './reliability-helpers.ts';
 
-const test = reliabilitySuite('api: delayed and idempotent submits');
+const test = apiSuite('api: delayed and idempotent submits');
 const { pending, queued, completed } = TaskStatus;
 
 async function rowsWithKey(db: pg.Client, key: string): Promise<number> {

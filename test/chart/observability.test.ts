@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { ROOT } from '../support/processes.ts';
 import { CHART, helm, installNotes, type Manifest, NAMESPACE, pick, podSpecOf, render, template, VALUES_FILES } from './helm.ts';
 import { builtInProblems } from './kubernetes-schemas.ts';
+import { selects } from './network-policy.ts';
 import { analyse, availableLabels, type Exported, exportedSeries, legendLabels, withoutGrafanaIntervals } from './promql.ts';
 
 const test = suite('chart: metrics monitors, dashboard and alerts');
@@ -39,19 +40,6 @@ const alertNames = (rendered: Manifest[]) => rulesOf(pick(rendered, 'PrometheusR
 const expressionOf = (rendered: Manifest[], alert: string) => (rulesOf(pick(rendered, 'PrometheusRule', 'conveyor')).find((rule) => rule.alert === alert) as Rule).expr;
 const dashboard = () => JSON.parse(readFileSync(dashboardFile, 'utf8')) as { uid: string; title: string; panels: Panel[]; templating: { list: any[] } };
 const queryPanels = () => dashboard().panels.filter((panel) => panel.type !== 'row');
-
-/** Whether a pod template's labels satisfy a LabelSelector (matchLabels and In/NotIn/Exists/DoesNotExist). */
-function selects(selector: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] }, labels: Record<string, string>): boolean {
-  const byLabel = Object.entries(selector.matchLabels ?? {}).every(([key, value]) => labels[key] === value);
-  const byExpression = (selector.matchExpressions ?? []).every(({ key, operator, values = [] }) => {
-    if (operator === 'In') return key in labels && values.includes(labels[key] as string);
-    if (operator === 'NotIn') return !(key in labels) || !values.includes(labels[key] as string);
-    if (operator === 'Exists') return key in labels;
-    if (operator === 'DoesNotExist') return !(key in labels);
-    throw new Error(`unknown operator ${operator}`);
-  });
-  return byLabel && byExpression;
-}
 
 test.before(async () => {
   exported = await exportedSeries();

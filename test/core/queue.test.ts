@@ -209,7 +209,7 @@ test('a consumer with prefetch 1 receives the highest priority first, FIFO withi
   assert.ok(box.received.every((d) => !d.redelivered && d.message.type === 'echo'));
 });
 
-test('acks asked for together go out in bulk, yet a held or requeued delivery never loses or blocks the others', async (ctx) => {
+test('acks asked for together and out of order, around held and requeued deliveries, lose nothing and hold nothing back', async (ctx) => {
   const name = queue(ctx);
   const broker = startBroker(ctx);
   const publisher = await startPublisher(ctx, broker, name);

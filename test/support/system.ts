@@ -1,6 +1,8 @@
 // Starts the real API and worker in-process, wired exactly as their main.ts wires them, on a test file's own
 // database and queue, and talks to them over HTTP.
 import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { suite, type Test } from 'uvu';
 import { type Config, loadConfig } from '../../services/core/src/config.ts';
 import { createLogger, type Logger } from '../../services/core/src/log.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
@@ -66,6 +68,34 @@ export class TestWorld {
     await deleteQueues(this.#queues);
     await deleteExchanges(this.#queues.map(controlExchange));
   }
+}
+
+/** A suite's world with a running API, and a PostgreSQL client for what the API does not show. */
+export type ApiSuiteCtx = {
+  world: TestWorld;
+  baseUrl: string;
+  queue: string;
+  db: pg.Client;
+};
+
+/** A suite with its own database, queue and API (started with `apiEnv`); no worker until a test starts one. */
+export function apiSuite(name: string, apiEnv: Record<string, string> = {}): Test<ApiSuiteCtx> {
+  const test = suite<ApiSuiteCtx>(name, {} as ApiSuiteCtx);
+  test.before(async (ctx) => {
+    ctx.world = await TestWorld.create();
+    ctx.queue = ctx.world.env['TASKS_QUEUE'] as string;
+    const api = await ctx.world.startApi(apiEnv);
+    ctx.baseUrl = api.baseUrl;
+    await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
+    // The API created the database on start, so it exists by now.
+    ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] as string });
+    await ctx.db.connect();
+  });
+  test.after(async (ctx) => {
+    await ctx.db?.end();
+    await ctx.world?.teardown();
+  });
+  return test;
 }
 
 /**

@@ -1,40 +1,11 @@
-// What the worker suites share: a world per suite with a running API, and reads of what only PostgreSQL shows.
+// What the worker suites share (each is an apiSuite): HTTP shorthands, and reads of what only PostgreSQL shows.
 import amqplib from 'amqplib';
 import pg from 'pg';
-import { suite, type Test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeTaskMessage, type TaskMessage } from '../../services/core/src/queue/topology.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
-import { eventually, getTask, settled, taskIn, request, TestWorld } from '../support/system.ts';
-
-export type WorkerCtx = {
-  world: TestWorld;
-  baseUrl: string;
-  queue: string;
-  /** A direct connection, for what the API does not show: microsecond timestamps and consistent counts. */
-  db: pg.Client;
-};
-
-/** A suite with its own database and queue, an API to submit through, and a PostgreSQL client; no worker. */
-export function worldSuite(name: string): Test<WorkerCtx> {
-  const test = suite<WorkerCtx>(name, {} as WorkerCtx);
-  test.before(async (ctx) => {
-    ctx.world = await TestWorld.create();
-    ctx.queue = ctx.world.env['TASKS_QUEUE'] as string;
-    const api = await ctx.world.startApi();
-    ctx.baseUrl = api.baseUrl;
-    await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
-    // The API created the database on start, so it exists by now.
-    ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] as string });
-    await ctx.db.connect();
-  });
-  test.after(async (ctx) => {
-    await ctx.db?.end();
-    await ctx.world?.teardown();
-  });
-  return test;
-}
+import { eventually, getTask, settled, taskIn, request } from '../support/system.ts';
 
 /**
  * Submits over HTTP. The returned status is not checked: with a worker running it may already be anything,

@@ -2,10 +2,10 @@ import pg from 'pg';
 import * as assert from 'uvu/assert';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
-import { eventually } from '../support/system.ts';
-import { getTask, settled, submit, taskIn, worldSuite } from './helpers.ts';
+import { apiSuite, eventually } from '../support/system.ts';
+import { getTask, settled, submit, taskIn } from './helpers.ts';
 
-const finish = worldSuite('worker: graceful stop within the timeout');
+const finish = apiSuite('worker: graceful stop within the timeout');
 
 finish('stop waits for a running task that ends in time, and takes no new work meanwhile', async ({ world, baseUrl, queue }) => {
   // Room for a second task, so that only the stop keeps the worker from taking the one submitted during it.
@@ -31,7 +31,7 @@ finish('stop waits for a running task that ends in time, and takes no new work m
 
 finish.run();
 
-const handBack = worldSuite('worker: graceful stop past the timeout');
+const handBack = apiSuite('worker: graceful stop past the timeout');
 
 handBack('stop hands a task that outlives the timeout back: pending without the attempt, then published again at once', async ({ world, baseUrl, queue }) => {
   const first = await world.startWorker({ WORKER_CONCURRENCY: '1', SHUTDOWN_TIMEOUT_MS: '200' });
@@ -67,7 +67,7 @@ handBack('stop hands a task that outlives the timeout back: pending without the 
 
 handBack.run();
 
-const claimRace = worldSuite('worker: stop while a claim is in flight');
+const claimRace = apiSuite('worker: stop while a claim is in flight');
 
 claimRace('a task whose claim was still running when the worker stopped is not stranded in_progress', async ({ world, baseUrl, db }) => {
   const { id } = await submit(baseUrl, { type: 'echo', payload: 'claimed while stopping' });

@@ -2,12 +2,12 @@ import * as assert from 'uvu/assert';
 import { newId } from '../../services/core/src/ids.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
-import { eventually, request } from '../support/system.ts';
-import { allCompleted, countIn, getTask, publishRaw, settled, startOrder, submit, worldSuite } from './helpers.ts';
+import { apiSuite, eventually, request } from '../support/system.ts';
+import { allCompleted, countIn, getTask, publishRaw, settled, startOrder, submit } from './helpers.ts';
 
 const ms = (iso: string | null) => Date.parse(iso ?? '');
 
-const outcomes = worldSuite('worker: task outcomes');
+const outcomes = apiSuite('worker: task outcomes');
 
 outcomes.before(async ({ world }) => {
   await world.startWorker({ WORKER_CONCURRENCY: '1' });
@@ -92,7 +92,7 @@ outcomes('a task no handler exists for fails at once, whatever attempts are left
 
 outcomes.run();
 
-const messages = worldSuite('worker: messages without a runnable task');
+const messages = apiSuite('worker: messages without a runnable task');
 
 messages('a message whose task was deleted is acked and skipped', async ({ world, baseUrl, queue }) => {
   // No worker yet: the message waits in the queue while its task is deleted.
@@ -131,7 +131,7 @@ messages('a duplicate message runs its task exactly once', async ({ world, baseU
 
 messages.run();
 
-const priorities = worldSuite('worker: priorities');
+const priorities = apiSuite('worker: priorities');
 
 priorities('a waiting backlog is taken highest priority first, then in submission order', async ({ world, baseUrl, queue, db }) => {
   const backlog: string[] = [];
@@ -170,7 +170,7 @@ priorities('a high-priority task submitted while the worker is busy overtakes th
 
 priorities.run();
 
-const concurrency = worldSuite('worker: concurrency');
+const concurrency = apiSuite('worker: concurrency');
 
 concurrency('a worker never runs more tasks at once than WORKER_CONCURRENCY, and runs that many', async ({ world, baseUrl, db }) => {
   const ids: string[] = [];

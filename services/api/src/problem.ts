@@ -89,8 +89,6 @@ export function problemDetails(): Middleware {
     } catch (error) {
       const { headers, ...problem } = describe(error);
       if (headers) ctx.set(headers);
-      // The rest of an oversized body is not worth reading: close the connection instead of draining it.
-      if (problem.status === 413) ctx.set('Connection', 'close');
       sendProblem(ctx, problem);
       if (problem.status >= 500) ctx.app.emit('error', error, ctx);
     }

@@ -1,6 +1,19 @@
 import { z } from 'zod';
+import { ValidationError } from '../../core/src/errors.ts';
 import { storableText } from '../../core/src/storable.ts';
 import { TASK_LIMITS, TaskSchema, TaskStatusSchema } from '../../core/src/tasks/model.ts';
+import { toFieldIssues } from '../../core/src/tasks/submission.ts';
+
+/**
+ * A part of a request (`what`: query, body, id) parsed with `schema`.
+ * @throws {ValidationError} with `status` (400 for queries and ids, 422 for bodies), listing every problem.
+ */
+export function validated<T extends z.ZodType>(schema: T, input: unknown, what: string, status: number): z.output<T> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const errors = toFieldIssues(result.error.issues);
+  throw new ValidationError(`invalid ${what}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors, status);
+}
 
 export const LIST_LIMITS = Object.freeze({ defaultLimit: 50, maxLimit: 500 });
 

@@ -2,12 +2,11 @@ import Router from '@koa/router';
 import { z } from 'zod';
 import { Scope, ScopeSchema, TenantSchema } from '../../../core/src/auth/api-key.ts';
 import type { ApiKeysRepository } from '../../../core/src/db/api-keys-repository.ts';
-import { ValidationError } from '../../../core/src/errors.ts';
 import type { Logger } from '../../../core/src/log.ts';
 import { storableText } from '../../../core/src/storable.ts';
-import { toFieldIssues } from '../../../core/src/tasks/submission.ts';
 import { type Authenticator, principalOf, requireScope } from '../auth.ts';
 import { jsonBody } from '../body.ts';
+import { validated } from '../schemas.ts';
 
 export const KEYS_PATH = '/api/v1/keys';
 
@@ -24,13 +23,6 @@ const KeyIdSchema = z.uuid({ error: 'must be a key id (a UUID)' });
 
 export const KeysQuerySchema = z.object({ tenant: TenantSchema.optional() }).strict();
 
-function parsed<T extends z.ZodType>(schema: T, input: unknown, what: string, status: number): z.output<T> {
-  const result = schema.safeParse(input);
-  if (result.success) return result.data;
-  const errors = toFieldIssues(result.error.issues);
-  throw new ValidationError(`invalid ${what}: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors, status);
-}
-
 export type KeysDeps = { keys: ApiKeysRepository; auth: Authenticator; bodyLimitBytes: number; log: Logger };
 
 /** Key management, for `admin` keys: create (the secret is in the answer, once), list, revoke. */
@@ -39,7 +31,7 @@ export function keysRouter(deps: KeysDeps): Router {
   router.use(requireScope(Scope.admin));
 
   router.post('/', jsonBody(deps.bodyLimitBytes), async (ctx) => {
-    const input = parsed(CreateKeySchema, ctx.request.body, 'key', 422);
+    const input = validated(CreateKeySchema, ctx.request.body, 'key', 422);
     const { key, secret } = await deps.keys.createKey(input);
     deps.log.info({ keyId: key.id, tenant: key.tenant, scopes: key.scopes, by: principalOf(ctx).keyId }, 'API key created');
     ctx.status = 201;
@@ -48,12 +40,12 @@ export function keysRouter(deps: KeysDeps): Router {
   });
 
   router.get('/', async (ctx) => {
-    const { tenant } = parsed(KeysQuerySchema, ctx.query, 'query', 400);
+    const { tenant } = validated(KeysQuerySchema, ctx.query, 'query', 400);
     ctx.body = { items: await deps.keys.listKeys(tenant) };
   });
 
   router.delete('/:id', async (ctx) => {
-    const id = parsed(KeyIdSchema, ctx.params['id'], 'key id', 400);
+    const id = validated(KeyIdSchema, ctx.params['id'], 'key id', 400);
     const key = await deps.keys.revokeKey(id);
     deps.auth.forget(key.id);
     deps.log.info({ keyId: key.id, tenant: key.tenant, by: principalOf(ctx).keyId }, 'API key revoked');

@@ -7,12 +7,12 @@ import { TaskStatus } from '../../../core/src/tasks/state.ts';
 import type { TasksRepository } from '../../../core/src/db/tasks-repository.ts';
 import type { Logger } from '../../../core/src/log.ts';
 import type { Publisher } from '../../../core/src/queue/publisher.ts';
-import { parseBatch, parseSubmission, toFieldIssues } from '../../../core/src/tasks/submission.ts';
+import { parseBatch, parseSubmission } from '../../../core/src/tasks/submission.ts';
 import { publishTask, submitTask, submitTasks } from '../../../core/src/tasks/submit.ts';
 import { Scope } from '../../../core/src/auth/api-key.ts';
 import { principalOf, requireScope } from '../auth.ts';
 import { jsonBody } from '../body.ts';
-import { decodeCursor, encodeCursor, ListTasksQuerySchema, TaskIdSchema } from '../schemas.ts';
+import { decodeCursor, encodeCursor, ListTasksQuerySchema, TaskIdSchema, validated } from '../schemas.ts';
 
 export const TASKS_PATH = '/api/v1/tasks';
 
@@ -71,12 +71,7 @@ function taskIdParam(ctx: Context): string {
 }
 
 function listQuery(ctx: Context) {
-  const parsed = ListTasksQuerySchema.safeParse(ctx.query);
-  if (!parsed.success) {
-    const errors = toFieldIssues(parsed.error.issues);
-    throw new ValidationError(`invalid query: ${errors.map((e) => `${e.path}: ${e.message}`).join('; ')}`, errors, 400);
-  }
-  const { cursor, ...rest } = parsed.data;
+  const { cursor, ...rest } = validated(ListTasksQuerySchema, ctx.query, 'query', 400);
   if (cursor === undefined) return rest;
   const beforeId = decodeCursor(cursor);
   if (!beforeId) throw new ValidationError('cursor is not one this API issued', [{ path: 'cursor', message: 'invalid cursor' }], 400);

@@ -82,7 +82,8 @@ async function publishTasks(deps: SubmitDeps, tasks: readonly Task[]): Promise<M
   for (const task of confirmed) deps.log.debug({ taskId: task.id, type: task.type }, 'task published');
   // Not marked: a worker claimed the task between the confirm and our update, so read what it is now (the
   // task is stored either way, so a failed read must not turn the answer into an error).
-  const raced = confirmed.filter((task) => !marked.some((m) => m.id === task.id));
+  const markedIds = new Set(marked.map((task) => task.id));
+  const raced = confirmed.filter((task) => !markedIds.has(task.id));
   for (const task of raced) outcome.set(task.id, (await deps.repository.findTask(task.id).catch(() => null)) ?? task);
   return outcome;
 }
