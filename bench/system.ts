@@ -3,12 +3,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { openSync, readFileSync, readdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
-import amqplib from 'amqplib';
 import pg from 'pg';
 import { newApiKey } from '../services/core/src/auth/api-key.ts';
 import { controlExchange } from '../services/core/src/queue/control.ts';
+import { deleteExchanges, deleteQueues, dropDatabase, freePort } from '../test/support/isolation.ts';
 
 const root = join(import.meta.dirname, '..');
 const PAGE_BYTES = 4096;
@@ -35,14 +34,6 @@ type WorkerSettings = { env: NodeJS.ProcessEnv; count: number; concurrency: numb
 /** The entry point of a service: its compiled form in dist/, or its TypeScript source. */
 const entry = (service: 'api' | 'worker', compiled: boolean) =>
   compiled ? `dist/services/${service}/src/main.js` : `services/${service}/src/main.ts`;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** utime + stime of a process, in seconds, and its resident memory in MB; null once it is gone. */
 function usage(pid: number): { cpu: number; rssMb: number } | null {
@@ -88,18 +79,16 @@ export class BenchSystem {
   readonly db: pg.Client;
   readonly databaseUrl: string;
   readonly queue: string;
-  readonly #amqpUrl: string;
   readonly #services: Service[] = [];
   #workers: WorkerSettings | null = null;
   #window: { start: Map<string, number>; peak: Map<string, number>; timer: NodeJS.Timeout } | null = null;
 
-  private constructor(fields: { apiUrl: string; key: string; db: pg.Client; databaseUrl: string; queue: string; amqpUrl: string }) {
+  private constructor(fields: { apiUrl: string; key: string; db: pg.Client; databaseUrl: string; queue: string }) {
     this.apiUrl = fields.apiUrl;
     this.key = fields.key;
     this.db = fields.db;
     this.databaseUrl = fields.databaseUrl;
     this.queue = fields.queue;
-    this.#amqpUrl = fields.amqpUrl;
   }
 
   /** Starts the API on a fresh database and queue; workers come later ({@link startWorkers}) so a benchmark can fill the queue first. */
@@ -123,7 +112,7 @@ export class BenchSystem {
       ...options.env,
     };
     const apiUrl = `http://127.0.0.1:${port}`;
-    const system = new BenchSystem({ apiUrl, key, db: new pg.Client({ connectionString: url.toString() }), databaseUrl: url.toString(), queue: env.TASKS_QUEUE, amqpUrl: options.amqpUrl });
+    const system = new BenchSystem({ apiUrl, key, db: new pg.Client({ connectionString: url.toString() }), databaseUrl: url.toString(), queue: env.TASKS_QUEUE });
     system.#spawn('api', entry('api', options.compiled), env, options.logDir, `${apiUrl}/metrics`);
     await system.#ready(`${apiUrl}/readyz`);
     await system.db.connect();
@@ -202,17 +191,8 @@ export class BenchSystem {
       s.child.kill('SIGTERM');
       setTimeout(() => s.child.kill('SIGKILL'), 30_000).unref();
     })));
-    const admin = new URL(this.databaseUrl);
-    const name = admin.pathname.slice(1);
-    admin.pathname = '/postgres';
-    const client = new pg.Client({ connectionString: admin.toString() });
-    await client.connect();
-    await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
-    await client.end();
-    const connection = await amqplib.connect(this.#amqpUrl);
-    const channel = await connection.createChannel();
-    await channel.deleteQueue(this.queue);
-    await channel.deleteExchange(controlExchange(this.queue));
-    await connection.close();
+    await dropDatabase(this.databaseUrl);
+    await deleteQueues([this.queue]);
+    await deleteExchanges([controlExchange(this.queue)]);
   }
 }

@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { suite } from 'uvu';
@@ -6,6 +5,7 @@ import * as assert from 'uvu/assert';
 import { services } from '../support/services.ts';
 import { eventually, request, TestWorld } from '../support/system.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
+import { freePort } from '../support/isolation.ts';
 
 type Ctx = { world: TestWorld; baseUrl: string };
 const test = suite<Ctx>('api: health, readiness and docs');
@@ -20,15 +20,6 @@ test.before(async (ctx) => {
 test.after(async (ctx) => {
   await ctx.world.teardown();
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
 
 test('GET /healthz answers 200 while the process lives', async ({ baseUrl }) => {
   const res = await request(baseUrl, 'GET', '/healthz');

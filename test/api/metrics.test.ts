@@ -2,7 +2,6 @@
 // counters and histograms move by exact amounts, that gauges follow the tasks table, that label sets stay bounded
 // whatever ids pass through, and that no password reaches /metrics, /readyz or a log line.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import pg from 'pg';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,7 +9,7 @@ import { newApiKey } from '../../services/core/src/auth/api-key.ts';
 import { controlExchange } from '../../services/core/src/queue/control.ts';
 import { FINISHED_STATUSES, TASK_STATUSES } from '../../services/core/src/tasks/state.ts';
 import type { WorkerService } from '../../services/worker/src/service.ts';
-import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from '../support/isolation.ts';
+import { deleteExchanges, deleteQueues, dropDatabase, freePort, freshDatabaseUrl, freshQueueName } from '../support/isolation.ts';
 import { ENTRY_POINTS, killAll, type ServiceProcess, spawnService } from '../support/processes.ts';
 import { delta, type Exposition, ExpositionError, parseExposition, scrape } from '../support/prometheus.ts';
 import { services } from '../support/services.ts';
@@ -37,14 +36,6 @@ const FAMILIES = {
   conveyor_nodejs_heap_size_used_bytes: 'gauge', conveyor_nodejs_gc_duration_seconds: 'histogram',
 } as const;
 const API_ONLY = { conveyor_tasks: 'gauge', conveyor_outbox_pending_tasks: 'gauge', conveyor_outbox_oldest_pending_age_seconds: 'gauge' } as const;
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 test.before(async (ctx) => {
   ctx.world = await TestWorld.create();

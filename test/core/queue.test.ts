@@ -1,4 +1,3 @@
-import { createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import amqplib, { type Channel, type ChannelModel } from 'amqplib';
 import { pino } from 'pino';
@@ -11,7 +10,7 @@ import { Broker } from '../../services/core/src/queue/broker.ts';
 import { Consumer, type Delivery } from '../../services/core/src/queue/consumer.ts';
 import { Publisher } from '../../services/core/src/queue/publisher.ts';
 import { decodeTaskMessage, MAX_QUEUE_PRIORITY, type TaskMessage } from '../../services/core/src/queue/topology.ts';
-import { deleteQueues, freshQueueName, queueDepth } from '../support/isolation.ts';
+import { deleteQueues, freePort, freshQueueName, queueDepth } from '../support/isolation.ts';
 import { services } from '../support/services.ts';
 import { testLog } from '../support/system.ts';
 import { within } from '../support/wait.ts';
@@ -268,15 +267,6 @@ test('a message that is not a task is dropped (acked) without reaching the handl
   assert.is(await queueDepth(name), 0);
   assert.is(box.received.length, 1);
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
 
 /** A logger that resolves `seen(msg)` when a line with that message is written: the broker's only outward sign of a failed attempt. */
 function watchedLogger() {

@@ -1,5 +1,6 @@
 // Each test file gets its own database and its own queue names, and removes them when it is done.
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import amqplib from 'amqplib';
 import pg from 'pg';
 import { services } from './services.ts';
@@ -25,6 +26,16 @@ export async function dropDatabase(url: string): Promise<void> {
   } finally {
     await client.end();
   }
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (!address || typeof address === 'string') throw new Error('no free port');
+  return address.port;
 }
 
 /** A queue name no other test uses. */

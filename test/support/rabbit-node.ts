@@ -8,10 +8,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { freePort } from './isolation.ts';
 
 const CTL_TIMEOUT_MS = 30_000;
 const BOOT_TIMEOUT_MS = 60_000;
@@ -25,15 +25,6 @@ function run(file: string, args: readonly string[], env: Record<string, string> 
       resolve({ code, stdout, stderr: stderr || (error && !stdout ? error.message : '') });
     });
   });
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (!address || typeof address === 'string') throw new Error('no free port');
-  return address.port;
 }
 
 export class RabbitNode {
