@@ -359,7 +359,7 @@ claims('every claim gets a new lease token', async ({ repo }) => {
   assert.is.not(second.leaseToken, first.leaseToken);
 });
 
-claims('concurrent claims share statements: each task goes to one claim, a duplicate delivery to the same worker gets nothing', async ({ repo }) => {
+claims('many concurrent claims, each task asked for twice by one worker: one attempt per task, and the completions land on their own tasks', async ({ repo }) => {
   const tasks = await Promise.all(Array.from({ length: 30 }, () => insert(repo)));
   // Every task claimed twice by the same worker, as a redelivered message would be, and all at once.
   const requests = [...tasks, ...tasks].map((task) => repo.claimTask(task.id, WORKER, LEASE_MS));
