@@ -359,6 +359,20 @@ claims('every claim gets a new lease token', async ({ repo }) => {
   assert.is.not(second.leaseToken, first.leaseToken);
 });
 
+claims('concurrent inserts and claims share statements (group commit): far fewer write transactions than calls', async ({ repo, db }) => {
+  // Every write transaction takes a transaction id, cluster-wide: their count is the number of statements sent.
+  const xid = async () => Number((await db.query('SELECT txid_current()::int8 AS x')).rows[0].x);
+  const before = await xid();
+  const tasks = await Promise.all(Array.from({ length: 50 }, () => insert(repo)));
+  const afterInserts = await xid();
+  const claims = await Promise.all(tasks.map((task) => repo.claimTask(task.id, WORKER, LEASE_MS)));
+  const afterClaims = await xid();
+  assert.ok(claims.every((claim) => claim !== null));
+  // One statement per call would be 50 (plus one for the reading call); a little slack for other clients of the server.
+  assert.ok(afterInserts - before - 1 < 25, `${afterInserts - before - 1} write transactions for 50 inserts`);
+  assert.ok(afterClaims - afterInserts - 1 < 25, `${afterClaims - afterInserts - 1} write transactions for 50 claims`);
+});
+
 claims('many concurrent claims, each task asked for twice by one worker: one attempt per task, and the completions land on their own tasks', async ({ repo }) => {
   const tasks = await Promise.all(Array.from({ length: 30 }, () => insert(repo)));
   // Every task claimed twice by the same worker, as a redelivered message would be, and all at once.
