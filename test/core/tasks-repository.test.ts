@@ -15,6 +15,7 @@ import type { Task } from '../../services/core/src/tasks/model.ts';
 import { TASK_STATUSES, TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { dropDatabase, freshDatabaseUrl, uniqueName } from '../support/isolation.ts';
 import { testLog } from '../support/system.ts';
+import { within } from '../support/wait.ts';
 
 type Ctx = { urls: string[]; database: Database; repo: TasksRepository; upkeep: TaskUpkeep; db: pg.Client };
 const test = suite<Ctx>('core: tasks repository');
@@ -268,20 +269,44 @@ test('listTasks pages with beforeId without duplicates or gaps', async ({ repo }
   assert.equal(seen, [...ids].reverse());
 });
 
-test('markQueued moves pending tasks only and returns them', async ({ repo }) => {
+test('markQueued moves pending tasks only and answers with each stored task as it now stands', async ({ repo }) => {
   const pending = await insert(repo);
   const alreadyQueued = await insert(repo);
-  assert.is((await repo.markQueued([alreadyQueued])).length, 1);
+  assert.equal((await repo.markQueued([alreadyQueued])).map((m) => m.moved), [true]);
   const running = await claimed(repo);
   const failed = await finished(repo, 'failed');
 
-  const moved = await repo.markQueued([pending, alreadyQueued, running, failed, { id: MISSING_ID, attempts: 0 }]);
-  assert.equal(moved.map((t) => [t.id, t.status]), [[pending.id, TaskStatus.queued]]);
-  assert.equal(await repo.getTask(pending.id), moved[0], 'the returned row is the stored one');
-  assert.is((await repo.getTask(alreadyQueued.id)).status, TaskStatus.queued);
-  assert.is((await repo.getTask(running.id)).status, TaskStatus.in_progress);
-  assert.is((await repo.getTask(failed.id)).status, TaskStatus.failed);
+  const marked = await repo.markQueued([pending, alreadyQueued, running, failed, { id: MISSING_ID, attempts: 0 }]);
+  assert.equal(
+    marked.map((m) => [m.task.id, m.task.status, m.moved]),
+    [
+      [pending.id, TaskStatus.queued, true],
+      [alreadyQueued.id, TaskStatus.queued, false],
+      [running.id, TaskStatus.in_progress, false],
+      [failed.id, TaskStatus.failed, false],
+    ],
+    'in input order; the missing task is left out',
+  );
+  for (const { task } of marked) assert.equal(await repo.getTask(task.id), task, 'each answer is the stored row');
   assert.equal(await repo.markQueued([]), []);
+});
+
+test('markQueued leaves a task another writer holds, without waiting for it', async ({ repo, db }) => {
+  const held = await insert(repo);
+  const free = await insert(repo);
+  await db.query('BEGIN');
+  try {
+    await db.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [held.id]);
+    const marked = await within(repo.markQueued([held, free]), 5_000, 'markQueued while another transaction holds a row');
+    assert.equal(marked.map((m) => [m.task.id, m.task.status, m.moved]), [
+      [held.id, TaskStatus.pending, false],
+      [free.id, TaskStatus.queued, true],
+    ]);
+  } finally {
+    await db.query('ROLLBACK');
+  }
+  // Left pending, the relay publishes it again after the settle window; the claim drops the duplicate.
+  assert.is((await repo.getTask(held.id)).status, TaskStatus.pending);
 });
 
 async function createDatabase(url: string): Promise<void> {
@@ -418,6 +443,36 @@ claims('claimTask gives null for a running, finished or missing task', async ({ 
   }
   assert.is(await repo.claimTask(MISSING_ID, WORKER, LEASE_MS), null);
 });
+
+claims('batched writes take row locks in id order, so two of them never wait for each other', async ({ repo, db }) => {
+  // `high` stored first: a scan in storage order meets it first, as does one in the order listed below.
+  const [lowId, highId] = [newId(), newId()].sort() as [string, string];
+  const high = await claimed(repo, { id: highId });
+  const low = await claimed(repo, { id: lowId });
+  await db.query('BEGIN');
+  try {
+    await db.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [low.id]);
+    // Listed high first: a heartbeat locking rows as listed would hold `high` while it waits for `low`, and the
+    // completion below would wait behind it; with the two orders crossed in two batches, a deadlock.
+    const beat = repo.heartbeat([high, low].map(({ id, leaseToken }) => ({ id, leaseToken })), LEASE_MS);
+    await within(lockWaitedFor(db), 5_000, 'the heartbeat to wait for the held row');
+    assert.ok(await within(repo.completeTask(high.id, high.leaseToken, 'done'), 5_000, 'the completion of the row the heartbeat has not locked'));
+    await db.query('COMMIT');
+    assert.equal([...(await beat).keys()], [low.id], 'the heartbeat renews the lease still held, after the lock is released');
+  } finally {
+    await db.query('ROLLBACK');
+  }
+});
+
+/** Resolves once a statement of the repository's pool waits for a row lock. */
+async function lockWaitedFor(db: pg.Client): Promise<void> {
+  for (;;) {
+    const { rows } = await db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`,
+    );
+    if ((rows[0]?.n ?? 0) > 0) return;
+  }
+}
 
 claims('claimTask leaves a task alone until its run_at', async ({ repo, db }) => {
   const later = await insert(repo, { runAt: new Date(Date.now() + 3_600_000).toISOString() });

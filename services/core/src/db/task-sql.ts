@@ -80,5 +80,14 @@ export function transition(edge: Edge, id: string, set: Fragment, guard: Fragmen
 
 export const ANY_ROW = sql.fragment`TRUE`;
 
+/**
+ * The ids among `ids` whose rows match `where`, locked in id order, for `id = ANY(…)`. Every statement that
+ * writes many task rows and may wait for a row lock takes its locks through this, so two of them never wait
+ * for each other in a cycle: a deadlock, which PostgreSQL breaks only after `deadlock_timeout` (a second) by
+ * failing one of them. `ARRAY(…)` runs the locking subquery once, before the write.
+ */
+export const lockedInOrder = (ids: readonly string[], where: Fragment = ANY_ROW) =>
+  sql.fragment`ARRAY(SELECT id FROM tasks WHERE id = ANY(${sql.array([...ids], 'uuid')}) AND ${where} ORDER BY id FOR UPDATE)`;
+
 export const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
 export const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;

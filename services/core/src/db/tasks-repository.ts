@@ -17,6 +17,7 @@ import {
   idRow,
   iso,
   LEASE_RELEASED,
+  lockedInOrder,
   logged,
   ms,
   statuses,
@@ -62,6 +63,9 @@ type ClaimRequest = { id: string; workerId: string; leaseMs: number };
 type Inserted = { task: Task; created: boolean };
 type Completion = { id: string; leaseToken: string; result: unknown };
 
+/** A task as {@link TasksRepository.markQueued} left it. */
+export type Marked = { task: Task; moved: boolean };
+
 /**
  * How the hot-path writes are grouped: up to `maxBatch` rows per statement, at most `maxInFlight` statements at
  * once per kind, leaving the rest of the pool to everything else.
@@ -80,7 +84,7 @@ export class TasksRepository {
   readonly #pool: DatabasePool;
   // Group commit for the writes every task makes: concurrent calls share one statement (see Coalescer).
   readonly #inserts = new Coalescer<readonly NewTask[], Inserted[]>((lists) => this.#insertLists(lists), { ...GROUPING, sizeOf: (list) => list.length });
-  readonly #marks = new Coalescer<readonly Pick<Task, 'id' | 'attempts'>[], readonly Task[]>((lists) => this.#markQueuedLists(lists), {
+  readonly #marks = new Coalescer<readonly Pick<Task, 'id' | 'attempts'>[], readonly Marked[]>((lists) => this.#markQueuedLists(lists), {
     ...GROUPING,
     sizeOf: (list) => list.length,
   });
@@ -176,29 +180,39 @@ export class TasksRepository {
   }
 
   /**
-   * Records the broker's confirm for these tasks, as the publisher saw them; returns those moved. A task whose
-   * attempt count changed since (a worker claimed it, and perhaps already failed it back to `pending` for a
-   * retry) is left alone: its confirmed message was for an earlier state.
+   * Records the broker's confirm for these tasks, as the publisher saw them, and answers with each task as it now
+   * stands (`moved` when this call made it `queued`; a task deleted since is left out). A task whose attempt count
+   * changed since (a worker claimed it, and perhaps already failed it back to `pending` for a retry) is left
+   * alone: its confirmed message was for an earlier state. So is a task another writer holds right now (a claim,
+   * a cancel): the confirm is only a label, and waiting for it would put this statement in lock queues.
    */
-  async markQueued(tasks: readonly Pick<Task, 'id' | 'attempts'>[]): Promise<readonly Task[]> {
+  async markQueued(tasks: readonly Pick<Task, 'id' | 'attempts'>[]): Promise<readonly Marked[]> {
     if (tasks.length === 0) return [];
     return this.#marks.run(tasks);
   }
 
-  async #markQueuedLists(lists: readonly (readonly Pick<Task, 'id' | 'attempts'>[])[]): Promise<(readonly Task[])[]> {
+  async #markQueuedLists(lists: readonly (readonly Pick<Task, 'id' | 'attempts'>[])[]): Promise<(readonly Marked[])[]> {
     const all = lists.flat();
     const ids = sql.array(all.map((t) => t.id), 'uuid');
     const attempts = sql.array(all.map((t) => t.attempts), 'int4');
-    const marked = await translated(() =>
-      this.#pool.any(task`${logged(
+    const stands = new Map<string, Marked>();
+    await translated(async () => {
+      const moved = await this.#pool.any(task`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
-          WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
-            AND status = ANY(${statuses(Transition.publish.from)})`,
+          WHERE status = ANY(${statuses(Transition.publish.from)}) AND id = ANY(ARRAY(
+            SELECT id FROM tasks WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
+              AND status = ANY(${statuses(Transition.publish.from)})
+            FOR UPDATE SKIP LOCKED))`,
         { kind: 'published' },
-      )}`),
-    );
-    const byId = new Map(marked.map((row) => [row.id, row]));
-    return lists.map((list) => list.flatMap((t) => byId.get(t.id) ?? []));
+      )}`);
+      for (const row of moved) stands.set(row.id, { task: row, moved: true });
+      // The rest were taken by a worker before the confirm came (usual when the queue is short): one read for all.
+      const rest = all.filter((t) => !stands.has(t.id));
+      if (rest.length === 0) return;
+      const rows = await this.#pool.any(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ANY(${sql.array(rest.map((t) => t.id), 'uuid')})`);
+      for (const row of rows) stands.set(row.id, { task: row, moved: false });
+    });
+    return lists.map((list) => list.flatMap((t) => stands.get(t.id) ?? []));
   }
 
   /**
@@ -215,13 +229,13 @@ export class TasksRepository {
     const groups = Map.groupBy(requests, (r) => `${r.workerId}\u0000${r.leaseMs}`);
     for (const group of groups.values()) {
       const { workerId, leaseMs } = group[0] as ClaimRequest;
+      const claimable = sql.fragment`status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL`;
       const rows = await translated(() =>
         this.#pool.any(claimedRow`${logged(
           sql.fragment`UPDATE tasks
             SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
                 finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
-            WHERE id = ANY(${sql.array([...new Set(group.map((r) => r.id))], 'uuid')}) AND status = ANY(${statuses(Transition.claim.from)})
-              AND run_at <= now() AND cancel_requested_at IS NULL`,
+            WHERE id = ANY(${lockedInOrder([...new Set(group.map((r) => r.id))], claimable)}) AND ${claimable}`,
           { kind: 'started' },
           sql.fragment`${TASK_COLUMNS}, lease_token AS "leaseToken"`,
         )}`),
@@ -247,6 +261,7 @@ export class TasksRepository {
         UPDATE tasks AS t SET lease_expires_at = now() + ${ms(leaseMs)}
         FROM unnest(${sql.array(leases.map((l) => l.id), 'uuid')}, ${sql.array(leases.map((l) => l.leaseToken), 'uuid')}) AS l(id, token)
         WHERE t.id = l.id AND t.lease_token = l.token AND t.status = ${Status.in_progress}
+          AND t.id = ANY(${lockedInOrder(leases.map((l) => l.id), sql.fragment`status = ${Status.in_progress}`)})
         RETURNING t.id, t.cancel_requested_at IS NOT NULL AS "cancelRequested"`),
     );
     return new Map(rows.map((row) => [row.id, { cancelRequested: row.cancelRequested }]));
@@ -268,7 +283,8 @@ export class TasksRepository {
             ${sql.array(completions.map((c) => c.id), 'uuid')}, ${sql.array(completions.map((c) => c.leaseToken), 'uuid')},
             ${sql.array(completions.map((c) => JSON.stringify(c.result ?? null)), 'jsonb')}
           ) AS c(id, token, result)
-          WHERE t.id = c.id AND t.lease_token = c.token AND t.status = ANY(${statuses(edge.from)})`,
+          WHERE t.id = c.id AND t.lease_token = c.token AND t.status = ANY(${statuses(edge.from)})
+            AND t.id = ANY(${lockedInOrder(completions.map((c) => c.id), sql.fragment`status = ANY(${statuses(edge.from)})`)})`,
         { kind: 'completed' },
         sql.fragment`id`,
         sql.fragment`t.*`,

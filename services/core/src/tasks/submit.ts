@@ -51,7 +51,8 @@ export async function publishTask(deps: SubmitDeps, task: Task): Promise<Task> {
 
 /**
  * Publishes `pending` tasks under pipelined confirms and marks the confirmed ones queued in one statement;
- * returns each task as it now stands. A task whose message is not confirmed stays `pending` for the relay.
+ * returns each task as it now stands (a worker may have taken it already). A task whose message is not
+ * confirmed stays `pending` for the relay.
  */
 async function publishTasks(deps: SubmitDeps, tasks: readonly Task[]): Promise<Map<string, Task>> {
   const outcome = new Map(tasks.map((task) => [task.id, task]));
@@ -70,20 +71,13 @@ async function publishTasks(deps: SubmitDeps, tasks: readonly Task[]): Promise<M
     )
   ).filter((task) => task !== null);
   if (confirmed.length === 0) return outcome;
-  let marked: readonly Task[];
   try {
-    marked = await deps.repository.markQueued(confirmed);
+    for (const { task } of await deps.repository.markQueued(confirmed)) outcome.set(task.id, task);
   } catch (error) {
     // The messages are out; a worker claims a `pending` task just as well, so this costs nothing but the label.
     deps.log.warn({ tasks: confirmed.length, err: (error as Error).message }, 'tasks published but could not be marked queued');
     return outcome;
   }
-  for (const task of marked) outcome.set(task.id, task);
   for (const task of confirmed) deps.log.debug({ taskId: task.id, type: task.type }, 'task published');
-  // Not marked: a worker claimed the task between the confirm and our update, so read what it is now (the
-  // task is stored either way, so a failed read must not turn the answer into an error).
-  const markedIds = new Set(marked.map((task) => task.id));
-  const raced = confirmed.filter((task) => !markedIds.has(task.id));
-  for (const task of raced) outcome.set(task.id, (await deps.repository.findTask(task.id).catch(() => null)) ?? task);
   return outcome;
 }
