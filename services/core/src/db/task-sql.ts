@@ -13,12 +13,30 @@ export const TASK_COLUMNS = sql.fragment`
   lease_expires_at AS "leaseExpiresAt", created_at AS "createdAt", updated_at AS "updatedAt",
   started_at AS "startedAt", finished_at AS "finishedAt"`;
 
+const ClaimedRow = TaskSchema.extend({ leaseToken: z.uuid() });
+const IdRow = z.object({ id: z.uuid() });
+const HeartbeatRow = z.object({ id: z.uuid(), cancelRequested: z.boolean() });
+
 export const task = sql.type(TaskSchema);
-export const claimed = sql.type(TaskSchema.extend({ leaseToken: z.uuid() }));
 export const cancelled = sql.type(TaskSchema.extend({ cancelLatencySeconds: z.number() }));
-export const idRow = sql.type(z.object({ id: z.uuid() }));
+export const idRow = sql.type(IdRow);
 export const statusRow = sql.type(z.object({ status: z.enum(Status) }));
-export const heartbeatRow = sql.type(z.object({ id: z.uuid(), cancelRequested: z.boolean() }));
+
+/**
+ * The statements every task runs, as named prepared statements: PostgreSQL parses and plans each once per
+ * connection instead of per call, which at a few rows per statement cost as much as running it. Each name
+ * must always carry the same text (the pg driver refuses a name reused for another).
+ */
+export const hot = Object.freeze({
+  insert: sql.prepared('conveyor_insert_tasks', TaskSchema),
+  markQueued: sql.prepared('conveyor_mark_queued', TaskSchema),
+  read: sql.prepared('conveyor_read_tasks', TaskSchema),
+  readOwned: sql.prepared('conveyor_read_owned_task', TaskSchema),
+  readAny: sql.prepared('conveyor_read_any_task', TaskSchema),
+  claim: sql.prepared('conveyor_claim_tasks', ClaimedRow),
+  heartbeat: sql.prepared('conveyor_heartbeat', HeartbeatRow),
+  complete: sql.prepared('conveyor_complete_tasks', IdRow),
+});
 export const countRow = sql.type(z.object({ count: z.number() }));
 export const eventRow = sql.type(TaskEventSchema);
 export const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.number(), inProgress: z.number() }));

@@ -8,13 +8,11 @@ import { translated } from './errors.ts';
 import {
   ANY_ROW,
   cancelled,
-  claimed as claimedRow,
   type Event,
   eventRow,
   type Fragment,
-  heartbeatRow,
+  hot,
   holds,
-  idRow,
   iso,
   LEASE_RELEASED,
   lockedInOrder,
@@ -121,7 +119,7 @@ export class TasksRepository {
   async #insertMany(inputs: readonly NewTask[]): Promise<Inserted[]> {
     const column = <T,>(pick: (input: NewTask) => T) => inputs.map(pick);
     return translated(async () => {
-      const inserted = await this.#pool.any(task`${logged(
+      const inserted = await this.#pool.any(hot.insert`${logged(
         sql.fragment`INSERT INTO tasks (id, tenant, type, payload, priority, max_attempts, backoff, run_at, timeout_ms, idempotency_key, retention_ms)
         SELECT id, tenant, type, payload, priority, max_attempts, backoff, coalesce(run_at, now()), timeout_ms, idempotency_key, retention_ms
         FROM unnest(
@@ -155,7 +153,10 @@ export class TasksRepository {
   }
 
   async findTask(id: string, tenant?: string): Promise<Task | null> {
-    return translated(() => this.#pool.maybeOne(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id} AND ${ownedBy(tenant)}`));
+    const read = tenant === undefined
+      ? hot.readAny`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id}`
+      : hot.readOwned`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ${id} AND tenant = ${tenant}`;
+    return translated(() => this.#pool.maybeOne(read));
   }
 
   /** @throws {TaskNotFound} */
@@ -197,7 +198,7 @@ export class TasksRepository {
     const attempts = sql.array(all.map((t) => t.attempts), 'int4');
     const stands = new Map<string, Marked>();
     await translated(async () => {
-      const moved = await this.#pool.any(task`${logged(
+      const moved = await this.#pool.any(hot.markQueued`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
           WHERE status = ANY(${statuses(Transition.publish.from)}) AND id = ANY(ARRAY(
             SELECT id FROM tasks WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
@@ -209,7 +210,7 @@ export class TasksRepository {
       // The rest were taken by a worker before the confirm came (usual when the queue is short): one read for all.
       const rest = all.filter((t) => !stands.has(t.id));
       if (rest.length === 0) return;
-      const rows = await this.#pool.any(task`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ANY(${sql.array(rest.map((t) => t.id), 'uuid')})`);
+      const rows = await this.#pool.any(hot.read`SELECT ${TASK_COLUMNS} FROM tasks WHERE id = ANY(${sql.array(rest.map((t) => t.id), 'uuid')})`);
       for (const row of rows) stands.set(row.id, { task: row, moved: false });
     });
     return lists.map((list) => list.flatMap((t) => stands.get(t.id) ?? []));
@@ -231,7 +232,7 @@ export class TasksRepository {
       const { workerId, leaseMs } = group[0] as ClaimRequest;
       const claimable = sql.fragment`status = ANY(${statuses(Transition.claim.from)}) AND run_at <= now() AND cancel_requested_at IS NULL`;
       const rows = await translated(() =>
-        this.#pool.any(claimedRow`${logged(
+        this.#pool.any(hot.claim`${logged(
           sql.fragment`UPDATE tasks
             SET status = ${Transition.claim.to}, updated_at = now(), attempts = attempts + 1, started_at = now(),
                 finished_at = NULL, worker_id = ${workerId}, lease_token = gen_random_uuid(), lease_expires_at = now() + ${ms(leaseMs)}
@@ -257,7 +258,7 @@ export class TasksRepository {
   async heartbeat(leases: readonly Lease[], leaseMs: number): Promise<Map<string, { cancelRequested: boolean }>> {
     if (leases.length === 0) return new Map();
     const rows = await translated(() =>
-      this.#pool.any(heartbeatRow`
+      this.#pool.any(hot.heartbeat`
         UPDATE tasks AS t SET lease_expires_at = now() + ${ms(leaseMs)}
         FROM unnest(${sql.array(leases.map((l) => l.id), 'uuid')}, ${sql.array(leases.map((l) => l.leaseToken), 'uuid')}) AS l(id, token)
         WHERE t.id = l.id AND t.lease_token = l.token AND t.status = ${Status.in_progress}
@@ -276,7 +277,7 @@ export class TasksRepository {
     const edge = Transition.complete;
     // Only ids come back: the worker needs to know which writes held, not the rows it just wrote.
     const rows = await translated(() =>
-      this.#pool.any(idRow`${logged(
+      this.#pool.any(hot.complete`${logged(
         sql.fragment`UPDATE tasks AS t
           SET status = ${edge.to}, updated_at = now(), result = c.result, finished_at = now(), lease_token = NULL, lease_expires_at = NULL
           FROM unnest(
