@@ -20,7 +20,7 @@ RUN npm run build
 # ---- runtime: production dependencies (no `node` package, no TypeScript, no test tools) and dist/
 FROM node:24-slim AS runtime
 ENV NODE_ENV=production \
-    NODE_OPTIONS=--enable-source-maps
+    NODE_OPTIONS="--enable-source-maps --max-semi-space-size=4"
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \

@@ -8,6 +8,7 @@ import pg from 'pg';
 import { newApiKey } from '../services/core/src/auth/api-key.ts';
 import { controlExchange } from '../services/core/src/queue/control.ts';
 import { deleteExchanges, deleteQueues, dropDatabase, freePort } from '../test/support/isolation.ts';
+import { SERVICE_NODE_FLAGS } from '../scripts/node-flags.ts';
 
 const root = join(import.meta.dirname, '..');
 const PAGE_BYTES = 4096;
@@ -133,7 +134,7 @@ export class BenchSystem {
 
   #spawn(name: string, file: string, env: NodeJS.ProcessEnv, logDir: string, metricsUrl: string): void {
     const log = openSync(join(logDir, `${name}.log`), 'a');
-    const child = spawn(process.execPath, [join(root, file)], { cwd: root, env, stdio: ['ignore', log, log] });
+    const child = spawn(process.execPath, [...SERVICE_NODE_FLAGS, join(root, file)], { cwd: root, env, stdio: ['ignore', log, log] });
     this.#services.push({ name, child, metricsUrl });
   }
 

@@ -1,6 +1,7 @@
 // `npm start`: the API and one worker for local use, each in its own process, stopped together.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { SERVICE_NODE_FLAGS } from './node-flags.ts';
 
 const root = join(import.meta.dirname, '..');
 const services = { api: 'services/api/src/main.ts', worker: 'services/worker/src/main.ts' };
@@ -12,7 +13,7 @@ const env = { ...process.env, AUTH_MODE: process.env['AUTH_MODE'] || 'none' };
 const children = new Map<string, ChildProcess>(
   Object.entries(services).map(([name, file]) => [
     name,
-    spawn(process.execPath, [join(root, file)], { cwd: root, env, stdio: 'inherit', detached: true }),
+    spawn(process.execPath, [...SERVICE_NODE_FLAGS, join(root, file)], { cwd: root, env, stdio: 'inherit', detached: true }),
   ]),
 );
 

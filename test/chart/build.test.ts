@@ -1,7 +1,8 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { SERVICE_NODE_FLAGS } from '../../scripts/node-flags.ts';
 import { controlExchange } from '../../services/core/src/queue/control.ts';
 import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from '../support/isolation.ts';
 import { killAll, ROOT, spawnService } from '../support/processes.ts';
@@ -39,6 +40,13 @@ test('dist/ holds the three entry points as JavaScript and the migrations beside
   assert.equal(readdirSync(join(migrate, 'migrations')).sort(), sources.filter((file) => file.endsWith('.sql')).sort());
   const ts = readdirSync(dist, { recursive: true }).map(String).filter((file) => file.endsWith('.ts'));
   assert.equal(ts, [], 'TypeScript sources in dist/');
+});
+
+test('the image runs the services with the V8 flags npm start and the bench use', () => {
+  const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+  const options = /NODE_OPTIONS="([^"]*)"/.exec(dockerfile)?.[1];
+  assert.ok(options, 'the runtime stage sets NODE_OPTIONS');
+  for (const flag of SERVICE_NODE_FLAGS) assert.ok(options.split(' ').includes(flag), `NODE_OPTIONS lacks ${flag}`);
 });
 
 test('node dist/services/api/src/main.js migrates, listens, serves /healthz and stops cleanly on SIGTERM', async () => {
