@@ -269,6 +269,12 @@ test('listTasks pages with beforeId without duplicates or gaps', async ({ repo }
   assert.equal(seen, [...ids].reverse());
 });
 
+test('the pool plans every statement for its own arguments and the table as it is now', async ({ database }) => {
+  // A prepared statement's cached generic plan is made once; one made while `tasks` was small scans it whole.
+  const setting = await database.pool.oneFirst(sql.type(z.object({ mode: z.string() }))`SELECT current_setting('plan_cache_mode') AS mode`);
+  assert.is(setting, 'force_custom_plan');
+});
+
 test('markQueued moves pending tasks only and answers with each stored task as it now stands', async ({ repo }) => {
   const pending = await insert(repo);
   const alreadyQueued = await insert(repo);

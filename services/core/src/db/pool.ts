@@ -51,7 +51,7 @@ export type PoolOptions = { maxPoolSize: number; applicationName: string };
 export async function openPool(url: string, options: PoolOptions, log: Logger): Promise<DatabasePool> {
   await ensureDatabase(url, log);
   return translated(() =>
-    createPool(withApplicationName(url, options.applicationName), {
+    createPool(withSessionSettings(url, options.applicationName), {
       maxPoolSize: options.maxPoolSize,
       interceptors: [resultParser()],
       typeParsers,
@@ -65,9 +65,16 @@ export async function openPool(url: string, options: PoolOptions, log: Logger): 
   );
 }
 
-function withApplicationName(url: string, name: string): string {
+/**
+ * Names the connections, and plans the hot paths' prepared statements for each call's own arguments: a plan
+ * cached for all calls is made once, from the table as it was then, and is not made again while the table
+ * grows (a generic plan made on a new, small table scans it whole for every claim once it is large).
+ */
+function withSessionSettings(url: string, name: string): string {
   const parsed = new URL(url);
   if (!parsed.searchParams.has('application_name')) parsed.searchParams.set('application_name', name);
+  const options = parsed.searchParams.get('options');
+  parsed.searchParams.set('options', `${options ? `${options} ` : ''}-c plan_cache_mode=force_custom_plan`);
   return parsed.toString();
 }
 
