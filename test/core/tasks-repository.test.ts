@@ -638,6 +638,23 @@ const clients = suite<Ctx>('core: tasks repository: cancel, retry and delete');
 clients.before(openDatabase);
 clients.after(closeDatabase);
 
+clients('a cancel requested while a failed attempt goes back to pending ends the task cancelled, not pending', async ({ repo, db }) => {
+  const task = await claimed(repo);
+  await db.query('BEGIN');
+  try {
+    // The cancel request is being written: the retry's check for one has passed, its update waits for the row.
+    await db.query('UPDATE tasks SET cancel_requested_at = now() WHERE id = $1', [task.id]);
+    const failing = repo.failAttempt(task.id, task.leaseToken, { message: 'flaky', attempt: 1 }, new Date());
+    await within(lockWaitedFor(db), 5_000, 'the retry to wait for the row');
+    await db.query('COMMIT');
+    const after = await failing;
+    assert.is(after?.status, TaskStatus.cancelled, 'a pending task with a cancel request would never be claimed again');
+  } finally {
+    await db.query('ROLLBACK');
+  }
+  assert.is((await repo.getTask(task.id)).status, TaskStatus.cancelled);
+});
+
 clients('cancelTask: a task no worker runs is cancelled at once, a running one is asked to stop', async ({ repo }) => {
   const pending = await insert(repo);
   const now = await repo.cancelTask(pending.id);

@@ -313,14 +313,16 @@ export class TasksRepository {
 
   /**
    * Returns a task to `pending`, unless a cancel was requested while it ran: then it ends `cancelled`, since a
-   * pending task with a cancel request would never be claimed again.
+   * pending task with a cancel request would never be claimed again. The return itself refuses a task with a
+   * cancel request, so that one arriving after the first check still ends the task cancelled.
    */
   async #backToPending(id: string, leaseToken: string, onCancel: Fragment, set: Fragment, event: Event): Promise<Task | null> {
     return translated(async () => {
       const requested = sql.fragment`${holds(leaseToken)} AND cancel_requested_at IS NOT NULL`;
       const cancelSet = sql.fragment`${onCancel}, finished_at = now()`;
-      const cancelled = await this.#pool.maybeOne(transition(Transition.cancelRunning, id, cancelSet, requested, { kind: 'cancelled' }));
-      return cancelled ?? (await this.#pool.maybeOne(transition(Transition.retry, id, set, holds(leaseToken), event)));
+      const cancel = () => this.#pool.maybeOne(transition(Transition.cancelRunning, id, cancelSet, requested, { kind: 'cancelled' }));
+      const unrequested = sql.fragment`${holds(leaseToken)} AND cancel_requested_at IS NULL`;
+      return (await cancel()) ?? (await this.#pool.maybeOne(transition(Transition.retry, id, set, unrequested, event))) ?? cancel();
     });
   }
 
