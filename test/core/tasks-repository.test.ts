@@ -297,22 +297,24 @@ test('markQueued moves pending tasks only and answers with each stored task as i
   assert.equal(await repo.markQueued([]), []);
 });
 
-test('markQueued leaves a task another writer holds, without waiting for it', async ({ repo, db }) => {
+test('markQueued waits for a writer holding a task and answers with the task as that writer left it', async ({ repo, db }) => {
   const held = await insert(repo);
   const free = await insert(repo);
   await db.query('BEGIN');
   try {
-    await db.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [held.id]);
-    const marked = await within(repo.markQueued([held, free]), 5_000, 'markQueued while another transaction holds a row');
+    // A worker's claim (or a client's cancel) is changing the task as the confirm comes in.
+    await db.query(`UPDATE tasks SET status = 'cancelled', finished_at = now() WHERE id = $1`, [held.id]);
+    const marking = repo.markQueued([held, free]);
+    await within(lockWaitedFor(db), 5_000, 'markQueued to wait for the held row');
+    await db.query('COMMIT');
+    const marked = await marking;
     assert.equal(marked.map((m) => [m.task.id, m.task.status, m.moved]), [
-      [held.id, TaskStatus.pending, false],
+      [held.id, TaskStatus.cancelled, false],
       [free.id, TaskStatus.queued, true],
     ]);
   } finally {
     await db.query('ROLLBACK');
   }
-  // Left pending, the relay publishes it again after the settle window; the claim drops the duplicate.
-  assert.is((await repo.getTask(held.id)).status, TaskStatus.pending);
 });
 
 async function createDatabase(url: string): Promise<void> {

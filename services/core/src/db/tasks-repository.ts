@@ -184,8 +184,7 @@ export class TasksRepository {
    * Records the broker's confirm for these tasks, as the publisher saw them, and answers with each task as it now
    * stands (`moved` when this call made it `queued`; a task deleted since is left out). A task whose attempt count
    * changed since (a worker claimed it, and perhaps already failed it back to `pending` for a retry) is left
-   * alone: its confirmed message was for an earlier state. So is a task another writer holds right now (a claim,
-   * a cancel): the confirm is only a label, and waiting for it would put this statement in lock queues.
+   * alone: its confirmed message was for an earlier state.
    */
   async markQueued(tasks: readonly Pick<Task, 'id' | 'attempts'>[]): Promise<readonly Marked[]> {
     if (tasks.length === 0) return [];
@@ -196,14 +195,12 @@ export class TasksRepository {
     const all = lists.flat();
     const ids = sql.array(all.map((t) => t.id), 'uuid');
     const attempts = sql.array(all.map((t) => t.attempts), 'int4');
+    const pendingAsSeen = sql.fragment`(id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts})) AND status = ANY(${statuses(Transition.publish.from)})`;
     const stands = new Map<string, Marked>();
     await translated(async () => {
       const moved = await this.#pool.any(hot.markQueued`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.publish.to}, updated_at = now()
-          WHERE status = ANY(${statuses(Transition.publish.from)}) AND id = ANY(ARRAY(
-            SELECT id FROM tasks WHERE (id, attempts) IN (SELECT * FROM unnest(${ids}, ${attempts}))
-              AND status = ANY(${statuses(Transition.publish.from)})
-            FOR UPDATE SKIP LOCKED))`,
+          WHERE id = ANY(${lockedInOrder(all.map((t) => t.id), pendingAsSeen)}) AND ${pendingAsSeen}`,
         { kind: 'published' },
       )}`);
       for (const row of moved) stands.set(row.id, { task: row, moved: true });
