@@ -69,7 +69,8 @@ test('the leading controller serves /healthz, /readyz and conveyor_controller_le
   assert.ok(ctx.leader.leader.leading);
   assert.is(metrics.family('conveyor_controller_leader').type, 'gauge');
   assert.equal((await request(probes(ctx.leader), 'GET', '/healthz')).body, { status: 'ok' });
-  assert.is((await request(probes(ctx.leader), 'GET', '/readyz')).status, 200);
+  const ready = await request(probes(ctx.leader), 'GET', '/readyz');
+  assert.is(ready.status, 200, `not ready: ${JSON.stringify(ready.body)}`);
   for (const sample of [...metrics.families.values()].flatMap((f) => f.samples)) assert.is(sample.labels['service'], 'controller');
 });
 
