@@ -383,7 +383,10 @@ test('leases: MicroTime needs V1MicroTime (a Date is a 400); contenders conflict
   assert.is(withDate.code, 400);
   const lease = await leases.createNamespacedLease({ namespace, body: { metadata: { name: 'controller' }, spec: { ...spec, acquireTime: new V1MicroTime(), renewTime: new V1MicroTime() } } });
   assert.type(lease.spec?.renewTime, 'string', 'client-node 1.x returns MicroTime fields as strings');
-  const renewed = await leases.replaceNamespacedLease({ namespace, name: 'controller', body: { ...lease, spec: { ...lease.spec, renewTime: new V1MicroTime() } } });
+  // A renewal a second on, so that it changes the object even within the millisecond of its creation (an
+  // unchanged write is not stored and keeps its resourceVersion).
+  const renewTime = new V1MicroTime(Date.now() + 1_000);
+  const renewed = await leases.replaceNamespacedLease({ namespace, name: 'controller', body: { ...lease, spec: { ...lease.spec, renewTime } } });
   const takeover = await apiError(leases.replaceNamespacedLease({ namespace, name: 'controller', body: { ...lease, spec: { ...lease.spec, holderIdentity: 'b', leaseTransitions: 1 } } }));
   assert.equal([takeover.code, takeover.status.reason], [409, 'Conflict']);
   assert.is((await leases.readNamespacedLease({ namespace, name: 'controller' })).metadata?.resourceVersion, renewed.metadata?.resourceVersion);
