@@ -53,6 +53,17 @@ async function startPublisher(ctx: Ctx, broker: Broker, name: string, confirmTim
   return publisher;
 }
 
+/** A fresh queue, and a broker connected to RabbitMQ with a publisher on that queue. */
+async function connectedPublisher(ctx: Ctx) {
+  const name = queue(ctx);
+  const broker = startBroker(ctx);
+  const publisher = await startPublisher(ctx, broker, name);
+  const connects = await connectCounter(broker);
+  await broker.start();
+  await connects.reached(1, 'the broker to connect');
+  return { name, broker, publisher, connects };
+}
+
 /** Counts the broker's connects; hooks run in registration order, so components registered earlier are set up by then. */
 async function connectCounter(broker: Broker) {
   let count = 0;
@@ -76,12 +87,13 @@ async function connectCounter(broker: Broker) {
 }
 
 /** A consumer handler that acks and records each delivery, and lets a test await the n-th one. */
-function inbox() {
+/** Collects deliveries, acking each unless `ack` is false (the test then settles them). */
+function inbox({ ack = true } = {}) {
   const received: Delivery[] = [];
   const waiters: { done: () => boolean; resolve: () => void }[] = [];
   const handler = async (delivery: Delivery) => {
     received.push(delivery);
-    delivery.ack();
+    if (ack) delivery.ack();
     for (const waiter of waiters.filter((w) => w.done())) waiter.resolve();
   };
   /** Waits for `n` deliveries, or for one that matches. */
@@ -92,8 +104,8 @@ function inbox() {
   return { received, handler, until };
 }
 
-async function startConsumer(ctx: Ctx, broker: Broker, name: string, handler: (d: Delivery) => Promise<void>): Promise<Consumer> {
-  const consumer = new Consumer({ broker, queue: name, prefetch: 1, handler }, testLog);
+async function startConsumer(ctx: Ctx, broker: Broker, name: string, handler: (d: Delivery) => Promise<void>, prefetch = 1): Promise<Consumer> {
+  const consumer = new Consumer({ broker, queue: name, prefetch, handler }, testLog);
   ctx.cleanups.push(() => consumer.close());
   await consumer.start();
   return consumer;
@@ -149,12 +161,7 @@ test('the tasks queue is declared durable with x-max-priority 10', async (ctx) =
 });
 
 test('publish resolves after the confirm, with the message persistent and at the task\'s priority', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, publisher } = await connectedPublisher(ctx);
   assert.ok(publisher.ready);
 
   const sent = message(7, 'sleep');
@@ -171,23 +178,13 @@ test('publish resolves after the confirm, with the message persistent and at the
 });
 
 test('publishes in flight together all resolve and all arrive', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, publisher } = await connectedPublisher(ctx);
   await Promise.all(Array.from({ length: 25 }, (_, i) => publish(publisher, message(i % 10))));
   assert.is(await queueDepth(name), 25);
 });
 
 test('a consumer with prefetch 1 receives the highest priority first, FIFO within a priority', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, broker, publisher } = await connectedPublisher(ctx);
 
   const sent = [3, 9, 0, 5, 7, 5, 1].map((priority) => message(priority));
   for (const m of sent) await publish(publisher, m);
@@ -209,27 +206,15 @@ test('a consumer with prefetch 1 receives the highest priority first, FIFO withi
 });
 
 test('acks asked for together and out of order, around held and requeued deliveries, lose nothing and hold nothing back', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, broker, publisher } = await connectedPublisher(ctx);
   await Promise.all(Array.from({ length: 12 }, () => publish(publisher, message(5))));
-  const received: Delivery[] = [];
-  const waiters: (() => void)[] = [];
-  const count = (n: number) => new Promise<void>((resolve) => (received.length >= n ? resolve() : waiters.push(() => received.length >= n && resolve())));
-  const consumer = new Consumer({ broker, queue: name, prefetch: 12, handler: async (d) => {
-    received.push(d);
-    for (const wake of waiters) wake();
-  } }, testLog);
-  ctx.cleanups.push(() => consumer.close());
-  await consumer.start();
-  await within(count(12), 10_000, 'all twelve deliveries');
+  const { received, handler, until } = inbox({ ack: false });
+  const consumer = await startConsumer(ctx, broker, name, handler, 12);
+  await until(12, 'all twelve deliveries');
   // Acked out of order and in one turn, around deliveries still held: the 4th and 5th (acked later) and the 9th (requeued).
   for (const i of [11, 0, 2, 1, 5, 6, 7, 10, 9]) received[i]?.ack();
   received[8]?.requeue();
-  await within(count(13), 10_000, 'the requeued message, delivered again');
+  await until(13, 'the requeued message, delivered again');
   assert.ok(received[12]?.redelivered);
   assert.is(received[12]?.message.taskId, received[8]?.message.taskId);
   received[3]?.ack();
@@ -240,12 +225,7 @@ test('acks asked for together and out of order, around held and requeued deliver
 });
 
 test('a message that is not a task is dropped (acked) without reaching the handler', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, broker, publisher } = await connectedPublisher(ctx);
 
   const confirm = await ctx.raw.createConfirmChannel();
   // Higher priorities than the real task, so that the consumer meets them first.
@@ -342,12 +322,7 @@ test('after its connection drops the broker reconnects by itself; publish and co
 });
 
 test('a publish to a queue deleted under the publisher is reported as not sent, and the queue is declared again', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, publisher } = await connectedPublisher(ctx);
   await (await rawChannel(ctx)).deleteQueue(name);
   // Without `mandatory`, RabbitMQ would confirm the message and drop it, and the task would look queued.
   const lost = await rejection(publisher, message(5));
@@ -376,12 +351,7 @@ test('a consumer whose queue is deleted under it declares it again and consumes 
 });
 
 test('a stopped publisher stays stopped when the broker reconnects', async (ctx) => {
-  const name = queue(ctx);
-  const broker = startBroker(ctx);
-  const publisher = await startPublisher(ctx, broker, name);
-  const connects = await connectCounter(broker);
-  await broker.start();
-  await connects.reached(1, 'the broker to connect');
+  const { name, broker, publisher, connects } = await connectedPublisher(ctx);
 
   await within(publisher.stop(), 5_000, 'publisher.stop()');
   assert.not.ok(publisher.ready);
