@@ -72,10 +72,6 @@ export class TaskUpkeep {
    * Safe to run from many processes at once: each row is settled by exactly one of them.
    */
   async reapExpiredLeases(limit: number): Promise<readonly Task[]> {
-    // ARRAY(…) runs the limited, locking subquery once; `id IN (…)` may be planned to run it per row.
-    const expired = sql.fragment`lease_expires_at < now() AND id = ANY(ARRAY(
-      SELECT id FROM tasks WHERE status = ${Status.in_progress} AND lease_expires_at < now()
-      ORDER BY lease_expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))`;
     const lost = sql.fragment`jsonb_build_object('message', 'worker lost', 'attempt', attempts, 'at', ${UTC_NOW})`;
     const recorded = sql.fragment`error = ${lost}, errors = errors || jsonb_build_array(${lost}), ${LEASE_RELEASED}`;
     const edges: [Edge, Fragment, Fragment][] = [
@@ -85,6 +81,13 @@ export class TaskUpkeep {
     ];
     return translated(() =>
       this.#pool.transaction(async (tx) => {
+        // The rows are taken once, and each edge settles its share of exactly those: a locking subquery per
+        // edge would take a different set each time, and could leave a taken row to no edge.
+        const taken = await tx.anyFirst(idRow`
+          SELECT id FROM tasks WHERE status = ${Status.in_progress} AND lease_expires_at < now()
+          ORDER BY lease_expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED`);
+        if (taken.length === 0) return [];
+        const expired = sql.fragment`id = ANY(${sql.array([...taken], 'uuid')})`;
         const settled: Task[] = [];
         for (const [edge, set, guard] of edges) {
           settled.push(
