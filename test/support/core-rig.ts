@@ -10,7 +10,9 @@ import { Broker } from '../../services/core/src/queue/broker.ts';
 import { Publisher } from '../../services/core/src/queue/publisher.ts';
 import { DEFAULT_BACKOFF } from '../../services/core/src/tasks/backoff.ts';
 import type { Task } from '../../services/core/src/tasks/model.ts';
-import { deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from './isolation.ts';
+import type { TaskType } from '../../services/core/src/tasks/handler.ts';
+import { Worker } from '../../services/worker/src/worker.ts';
+import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from './isolation.ts';
 import { services } from './services.ts';
 import { testLog } from './system.ts';
 import { within } from './wait.ts';
@@ -66,6 +68,28 @@ export class CoreRig {
     await broker.onConnect(async () => resolve());
     if (options.start) await broker.start();
     return { broker, publisher, connected: () => within(connected, 10_000, 'RabbitMQ to connect') };
+  }
+
+  /**
+   * A worker on the rig's queue, running the given task types, stopped (its control exchange removed) in
+   * teardown. `beforeStop` runs first: it lets handlers that wait for the test return.
+   */
+  async startWorker(
+    conn: Connection,
+    options: { workerId: string; concurrency: number; cancelGraceMs: number; taskTypes: ReadonlyMap<string, TaskType>; beforeStop: () => void },
+  ): Promise<Worker> {
+    const { beforeStop, ...rest } = options;
+    const worker = new Worker(
+      { broker: conn.broker, publisher: conn.publisher, repository: this.repo, queue: this.queue, leaseMs: 30_000, shutdownTimeoutMs: 500, ...rest },
+      testLog,
+    );
+    await worker.start();
+    this.onTeardown(async () => {
+      beforeStop();
+      await worker.stop();
+      await deleteExchanges([`${this.queue}.control`]);
+    });
+    return worker;
   }
 
   /** Registers a cleanup that runs, last registered first, in teardown. */

@@ -4,9 +4,7 @@ import { z } from 'zod';
 import { ControlChannel } from '../../services/core/src/queue/control.ts';
 import { defineTaskType, type TaskType } from '../../services/core/src/tasks/handler.ts';
 import { echo } from '../../services/core/src/tasks/handlers/echo.ts';
-import { Worker } from '../../services/worker/src/worker.ts';
 import { type Connection, CoreRig } from '../support/core-rig.ts';
-import { deleteExchanges } from '../support/isolation.ts';
 import { eventually, testLog } from '../support/system.ts';
 
 type Ctx = { rig: CoreRig; conn: Connection; control: ControlChannel; release: () => void; stubbornRuns: number };
@@ -39,28 +37,8 @@ test.before(async (ctx) => {
   await ctx.conn.connected();
   ctx.control = new ControlChannel({ broker: ctx.conn.broker, queue: ctx.rig.queue }, testLog);
   await ctx.control.start();
-  const worker = new Worker(
-    {
-      broker: ctx.conn.broker,
-      publisher: ctx.conn.publisher,
-      repository: ctx.rig.repo,
-      queue: ctx.rig.queue,
-      concurrency: 1,
-      workerId: 'stubborn-worker',
-      leaseMs: 30_000,
-      shutdownTimeoutMs: 500,
-      cancelGraceMs: GRACE_MS,
-      taskTypes,
-    },
-    testLog,
-  );
-  await worker.start();
-  ctx.rig.onTeardown(async () => {
-    ctx.release();
-    await worker.stop();
-    await ctx.control.stop();
-    await deleteExchanges([`${ctx.rig.queue}.control`]);
-  });
+  await ctx.rig.startWorker(ctx.conn, { workerId: 'stubborn-worker', concurrency: 1, cancelGraceMs: GRACE_MS, taskTypes, beforeStop: () => ctx.release() });
+  ctx.rig.onTeardown(() => ctx.control.stop());
 });
 
 test.after(async (ctx) => {

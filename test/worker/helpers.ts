@@ -41,15 +41,6 @@ export async function startOrder(db: pg.Client, ids: readonly string[]): Promise
   return rows.map((row) => row.id);
 }
 
-/** Tasks in `status` among `ids`, read in one statement so that the count is a consistent snapshot. */
-export async function countIn(db: pg.Client, ids: readonly string[], status: TaskStatus): Promise<number> {
-  const { rows } = await db.query<{ n: number }>(
-    'SELECT count(*)::int AS n FROM tasks WHERE id = ANY($1::uuid[]) AND status = $2',
-    [ids, status],
-  );
-  return rows[0]?.n ?? 0;
-}
-
 /** Publishes a task message straight to the queue, as a second publisher (or a redelivery) would. */
 export async function publishRaw(amqpUrl: string, queue: string, message: TaskMessage): Promise<void> {
   const connection = await amqplib.connect(amqpUrl);

@@ -3,7 +3,7 @@ import { newId } from '../../services/core/src/ids.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
 import { apiSuite, eventually, request } from '../support/system.ts';
-import { allCompleted, countIn, getTask, publishRaw, settled, startOrder, submit } from './helpers.ts';
+import { allCompleted, getTask, publishRaw, settled, startOrder, submit } from './helpers.ts';
 
 const ms = (iso: string | null) => Date.parse(iso ?? '');
 
@@ -169,25 +169,3 @@ priorities('a high-priority task submitted while the worker is busy overtakes th
 });
 
 priorities.run();
-
-const concurrency = apiSuite('worker: concurrency');
-
-concurrency('a worker never runs more tasks at once than WORKER_CONCURRENCY, and runs that many', async ({ world, baseUrl, db }) => {
-  const ids: string[] = [];
-  for (let i = 0; i < 5; i++) ids.push((await submit(baseUrl, { type: 'sleep', payload: { ms: 300 } })).id);
-
-  await world.startWorker({ WORKER_CONCURRENCY: '2' });
-  let most = 0;
-  await eventually(
-    async () => {
-      most = Math.max(most, await countIn(db, ids, TaskStatus.in_progress));
-      return (await countIn(db, ids, TaskStatus.completed)) === ids.length;
-    },
-    10_000,
-    'all sleep tasks to complete',
-  );
-
-  assert.is(most, 2, `at most ${most} tasks were in progress at once`);
-});
-
-concurrency.run();

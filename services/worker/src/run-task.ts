@@ -104,7 +104,7 @@ const SETTLED = Object.freeze({ reason: 'the attempt settled' });
  * completed, failed (retried after its backoff while attempts are left), cancelled, or — when the lease was
  * lost or the worker hands the task back — nothing at all.
  */
-export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void> {
+export async function runAttempt(deps: RunDeps, attempt: Attempt, handlerSettled: () => void = () => {}): Promise<void> {
   const { task } = attempt;
   const log = deps.log.child({ taskId: task.id, type: task.type, attempt: task.attempts });
   log.info({ priority: task.priority }, 'task started');
@@ -113,6 +113,7 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt): Promise<void>
   const timeout = task.timeoutMs === null ? null : setTimeout(() => attempt.stop('timeout'), task.timeoutMs);
   const outcome = await runHandler(deps, attempt, log);
   if (timeout) clearTimeout(timeout);
+  handlerSettled();
   const ms = Math.round(performance.now() - started);
   if (outcome.kind === 'abandoned') log.warn({ graceMs: deps.cancelGraceMs }, 'handler ignored its abort signal; abandoned');
   if (outcome.kind === 'error' && attempt.reason === null) deps.metrics?.handlerErrors.inc({ type: task.type });

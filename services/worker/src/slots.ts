@@ -1,6 +1,8 @@
 /**
- * Counts the attempts a worker may run at once. Messages are acked once their claim commits, so RabbitMQ's
- * prefetch no longer bounds running work: this does.
+ * Counts the handlers a worker may run at once. A slot is taken before the claim and given back when the handler
+ * returns, not when its outcome is recorded: the recording is a shared statement that waits its turn, and holding
+ * a slot through it would idle the slot. Messages are acked once their claim commits, so RabbitMQ's prefetch no
+ * longer bounds running work: this does.
  */
 export class Slots {
   #free: number;

@@ -85,14 +85,19 @@ export class Worker {
       delivery.requeue();
       return;
     }
+    let held = true;
+    const release = () => {
+      if (held) this.#slots.release();
+      held = false;
+    };
     try {
       // Tracked until the attempt starts or is given back, so that a stop waits for it.
       const claiming = this.#claim(delivery);
       this.#claiming.add(claiming);
       const attempt = await claiming.finally(() => this.#claiming.delete(claiming));
-      if (attempt) await this.#run(attempt);
+      if (attempt) await this.#run(attempt, release);
     } finally {
-      this.#slots.release();
+      release();
     }
   }
 
@@ -123,10 +128,11 @@ export class Worker {
     }
   }
 
-  async #run(attempt: Attempt): Promise<void> {
+  /** Runs an attempt to its recorded outcome; `handlerSettled` is called as soon as its handler is done with. */
+  async #run(attempt: Attempt, handlerSettled: () => void): Promise<void> {
     const { repository, cancelGraceMs, metrics, taskTypes = TASK_TYPES } = this.#options;
     const deps = { repository, taskTypes, log: this.#log, cancelGraceMs, metrics };
-    const done = runAttempt(deps, attempt).catch((error: unknown) => {
+    const done = runAttempt(deps, attempt, handlerSettled).catch((error: unknown) => {
       this.#log.error({ taskId: attempt.task.id, err: error }, 'could not record the outcome; the lease will expire and the task be retried');
     });
     this.#running.set(attempt.task.id, { attempt, done });
