@@ -4,10 +4,10 @@ import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Periodic } from '../../core/src/periodic.ts';
 import type { Logger } from '../../core/src/log.ts';
 import { createControllerMetrics, createMetrics } from '../../core/src/metrics.ts';
-import { ProbeServer } from '../../core/src/probes.ts';
+import type { ProbeServer } from '../../core/src/probes.ts';
 import { ControlChannel } from '../../core/src/queue/control.ts';
 import { QueueInspector } from '../../core/src/queue/inspector.ts';
-import { createRuntime } from '../../core/src/runtime.ts';
+import { createProbes, createRuntime } from '../../core/src/runtime.ts';
 import { createReaper } from '../../core/src/tasks/maintenance.ts';
 import { ResourceInformer } from './informers.ts';
 import { createKube } from './kube.ts';
@@ -72,15 +72,7 @@ export function createControllerService(config: Config, kubeConfig: KubeConfig, 
     },
     log,
   );
-  const probes = new ProbeServer(
-    {
-      registry: metrics.registry,
-      host: config.host,
-      port: config.metricsPort,
-      unavailable: runtime.unavailable,
-    },
-    log,
-  );
+  const probes = createProbes(config, runtime, metrics, log);
 
   lifecycle.add(
     ...components,

@@ -6,6 +6,7 @@ import type { Logger } from './log.ts';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Gauge } from 'prom-client';
 import type { Metrics } from './metrics.ts';
+import { ProbeServer } from './probes.ts';
 import { Broker } from './queue/broker.ts';
 import { Publisher } from './queue/publisher.ts';
 
@@ -50,4 +51,9 @@ export function createRuntime(config: Config, log: Logger, connectionName: strin
       { name: 'publisher', start: () => publisher.start(), stop: () => publisher.stop() },
     ],
   };
+}
+
+/** The probe server of a process with no HTTP port of its own (worker, controller): its metrics, and ready while PostgreSQL and RabbitMQ answer. */
+export function createProbes(config: Config, runtime: Runtime, metrics: Metrics, log: Logger): ProbeServer {
+  return new ProbeServer({ registry: metrics.registry, host: config.host, port: config.metricsPort, unavailable: runtime.unavailable }, log);
 }

@@ -3,8 +3,8 @@ import type { Database } from '../../core/src/db/database.ts';
 import { Lifecycle } from '../../core/src/lifecycle.ts';
 import type { Logger } from '../../core/src/log.ts';
 import { createMetrics } from '../../core/src/metrics.ts';
-import { ProbeServer } from '../../core/src/probes.ts';
-import { createRuntime } from '../../core/src/runtime.ts';
+import type { ProbeServer } from '../../core/src/probes.ts';
+import { createProbes, createRuntime } from '../../core/src/runtime.ts';
 import { Worker } from './worker.ts';
 
 export type WorkerService = { lifecycle: Lifecycle; database: Database; probes: ProbeServer; worker: () => Worker | null };
@@ -18,15 +18,7 @@ export function createWorkerService(config: Config, log: Logger): WorkerService 
   const metrics = createMetrics('worker');
   const runtime = createRuntime(config, log, `conveyor-worker-${config.workerId}`, metrics);
   const { database, broker, publisher, components } = runtime;
-  const probes = new ProbeServer(
-    {
-      registry: metrics.registry,
-      host: config.host,
-      port: config.metricsPort,
-      unavailable: runtime.unavailable,
-    },
-    log,
-  );
+  const probes = createProbes(config, runtime, metrics, log);
   let worker: Worker | null = null;
 
   lifecycle.add(...components, { name: 'probes', start: () => probes.start(), stop: () => probes.stop() }, {
