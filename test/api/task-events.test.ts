@@ -5,6 +5,7 @@ import pg from 'pg';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { z } from 'zod';
+import type { AttemptsRepository } from '../../services/core/src/db/attempts-repository.ts';
 import type { TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { newId } from '../../services/core/src/ids.ts';
 import { Broker } from '../../services/core/src/queue/broker.ts';
@@ -19,7 +20,7 @@ import { deleteExchanges, deleteQueues, freshQueueName } from '../support/isolat
 import { eventually, request, testLog, TestWorld } from '../support/system.ts';
 
 type Connection = { broker: Broker; publisher: Publisher };
-type Ctx = { world: TestWorld; baseUrl: string; repo: TasksRepository; db: pg.Client; main: Connection; stops: (() => Promise<unknown>)[]; queues: string[] };
+type Ctx = { world: TestWorld; baseUrl: string; repo: TasksRepository; attempts: AttemptsRepository; db: pg.Client; main: Connection; stops: (() => Promise<unknown>)[]; queues: string[] };
 const test = suite<Ctx>('api: task events', {} as Ctx);
 
 const TASKS = '/api/v1/tasks';
@@ -51,7 +52,7 @@ async function connect(ctx: Ctx, queue: string): Promise<Connection> {
 
 async function startWorker(ctx: Ctx, connection: Connection, queue: string, workerId: string, shutdownTimeoutMs: number): Promise<Worker> {
   const worker = new Worker(
-    { ...connection, repository: ctx.repo, queue, concurrency: 2, workerId, leaseMs: 30_000, shutdownTimeoutMs, cancelGraceMs: 1_000, taskTypes: TASK_TYPES },
+    { ...connection, repository: ctx.repo, attempts: ctx.attempts, queue, concurrency: 2, workerId, leaseMs: 30_000, shutdownTimeoutMs, cancelGraceMs: 1_000, taskTypes: TASK_TYPES },
     testLog,
   );
   ctx.stops.push(() => worker.stop());
@@ -66,6 +67,7 @@ test.before(async (ctx) => {
   const api = await ctx.world.startApi();
   ctx.baseUrl = api.baseUrl;
   ctx.repo = api.repository;
+  ctx.attempts = api.attempts;
   await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
   ctx.db = new pg.Client({ connectionString: ctx.world.env['DATABASE_URL'] });
   await ctx.db.connect();

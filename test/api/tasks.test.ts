@@ -7,7 +7,8 @@ import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { queueDepth } from '../support/isolation.ts';
 import { eventually, request, TestWorld } from '../support/system.ts';
 
-type Ctx = { world: TestWorld; baseUrl: string; repository: Awaited<ReturnType<TestWorld['startApi']>>['repository'] };
+type Api = Awaited<ReturnType<TestWorld['startApi']>>;
+type Ctx = { world: TestWorld; baseUrl: string; attempts: Api['attempts'] };
 const PROBLEM = 'application/problem+json';
 const test = suite<Ctx>('api: tasks');
 
@@ -15,7 +16,7 @@ test.before(async (ctx) => {
   ctx.world = await TestWorld.create();
   const api = await ctx.world.startApi();
   ctx.baseUrl = api.baseUrl;
-  ctx.repository = api.repository;
+  ctx.attempts = api.attempts;
   await eventually(async () => api.broker.connected, 10_000, 'the API to connect to RabbitMQ');
 });
 
@@ -225,10 +226,10 @@ test('GET list answers 400 for a bad status, limit or cursor', async ({ baseUrl 
   }
 });
 
-test('DELETE of a running task removes it: 204, its worker is told to stop, its writes are refused', async ({ world, baseUrl, repository }) => {
+test('DELETE of a running task removes it: 204, its worker is told to stop, its writes are refused', async ({ world, baseUrl, attempts }) => {
   const res = await request(baseUrl, 'POST', '/api/v1/tasks', { type: 'sleep', payload: { ms: 1 }, priority: 0 });
   // No worker runs yet in this file: claim the task as one would.
-  const claimed = await repository.claimTask(res.body.id, 'test-worker', 30_000);
+  const claimed = await attempts.claimTask(res.body.id, 'test-worker', 30_000);
   assert.is(claimed?.status, 'in_progress');
   const cancels = await listenForControl(world);
   try {
@@ -240,7 +241,7 @@ test('DELETE of a running task removes it: 204, its worker is told to stop, its 
     await cancels.close();
   }
   assertProblem(await request(baseUrl, 'GET', `/api/v1/tasks/${res.body.id}`), 404, /does not exist/);
-  assert.is(await repository.completeTask(res.body.id, claimed?.leaseToken as string, 'too late'), false, 'the worker cannot bring it back');
+  assert.is(await attempts.completeTask(res.body.id, claimed?.leaseToken as string, 'too late'), false, 'the worker cannot bring it back');
   assertProblem(await request(baseUrl, 'DELETE', '/api/v1/tasks/123'), 400, /not a task id/);
 });
 

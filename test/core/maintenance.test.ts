@@ -122,7 +122,7 @@ test('sweepRetention deletes every expired finished task, past one batch, and ke
 
 test('Maintenance reaps an expired lease on its own schedule', async ({ rig }) => {
   const task = await rig.insert({ maxAttempts: 2 });
-  const claim = await rig.repo.claimTask(task.id, 'gone-worker', 60_000);
+  const claim = await rig.attempts.claimTask(task.id, 'gone-worker', 60_000);
   assert.ok(claim);
   await rig.backdate([task.id], 'lease_expires_at', 1_000);
   const maintenance = new Maintenance(

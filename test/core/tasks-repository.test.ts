@@ -7,7 +7,8 @@ import { loadConfig } from '../../services/core/src/config.ts';
 import { Database } from '../../services/core/src/db/database.ts';
 import { migrate, readMigrations } from '../../services/core/src/db/migrate.ts';
 import type { TaskUpkeep } from '../../services/core/src/db/task-upkeep.ts';
-import type { ClaimedTask, NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
+import type { AttemptsRepository, ClaimedTask } from '../../services/core/src/db/attempts-repository.ts';
+import type { NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { TaskConflict, TaskNotFound } from '../../services/core/src/errors.ts';
 import { newId } from '../../services/core/src/ids.ts';
 import { type Backoff, DEFAULT_BACKOFF } from '../../services/core/src/tasks/backoff.ts';
@@ -17,7 +18,8 @@ import { dropDatabase, freshDatabaseUrl, uniqueName } from '../support/isolation
 import { testLog } from '../support/system.ts';
 import { within } from '../support/wait.ts';
 
-type Ctx = { urls: string[]; database: Database; repo: TasksRepository; upkeep: TaskUpkeep; db: pg.Client };
+type Ctx = { urls: string[]; database: Database; repo: TasksRepository; attempts: AttemptsRepository; upkeep: TaskUpkeep; db: pg.Client };
+type Repos = Pick<Ctx, 'repo' | 'attempts'>;
 const test = suite<Ctx>('core: tasks repository');
 
 test.before(openDatabase);
@@ -30,6 +32,7 @@ async function openDatabase(ctx: Ctx): Promise<void> {
   ctx.database = new Database(loadConfig({ DATABASE_URL: url, LOG_LEVEL: 'silent' }), 'conveyor-test', testLog);
   await ctx.database.start();
   ctx.repo = ctx.database.tasks();
+  ctx.attempts = ctx.database.attempts();
   ctx.upkeep = ctx.database.upkeep();
   // For what the repository does not offer: timestamps moved into the past, counts across rows.
   ctx.db = new pg.Client({ connectionString: url });
@@ -63,21 +66,21 @@ async function insert(repo: TasksRepository, overrides: Partial<NewTask> = {}): 
   return task;
 }
 
-async function claimed(repo: TasksRepository, overrides: Partial<NewTask> = {}): Promise<ClaimedTask> {
+async function claimed({ repo, attempts }: Repos, overrides: Partial<NewTask> = {}): Promise<ClaimedTask> {
   const task = await insert(repo, overrides);
-  const claim = await repo.claimTask(task.id, WORKER, LEASE_MS);
+  const claim = await attempts.claimTask(task.id, WORKER, LEASE_MS);
   assert.ok(claim, 'a fresh task can be claimed');
   return claim;
 }
 
-async function finished(repo: TasksRepository, status: 'completed' | 'failed' | 'cancelled', overrides: Partial<NewTask> = {}): Promise<Task> {
+async function finished({ repo, attempts }: Repos, status: 'completed' | 'failed' | 'cancelled', overrides: Partial<NewTask> = {}): Promise<Task> {
   if (status === 'cancelled') return (await repo.cancelTask((await insert(repo, overrides)).id)).task;
-  const task = await claimed(repo, { maxAttempts: 1, ...overrides });
+  const task = await claimed({ repo, attempts }, { maxAttempts: 1, ...overrides });
   if (status === 'completed') {
-    assert.ok(await repo.completeTask(task.id, task.leaseToken, 'ok'));
+    assert.ok(await attempts.completeTask(task.id, task.leaseToken, 'ok'));
     return repo.getTask(task.id);
   }
-  const done = await repo.failAttempt(task.id, task.leaseToken, { message: 'broken', attempt: 1 }, null);
+  const done = await attempts.failAttempt(task.id, task.leaseToken, { message: 'broken', attempt: 1 }, null);
   assert.is(done?.status, status);
   return done as Task;
 }
@@ -110,7 +113,7 @@ test('the task_status enum in PostgreSQL is TASK_STATUSES, in order', async ({ d
   assert.equal([...labels], [...TASK_STATUSES]);
 });
 
-test('insertTask stores a pending task with every default; findTask and getTask read it back', async ({ repo }) => {
+test('insertTask stores a pending task with every default; findTask and getTask read it back', async ({ repo, attempts }) => {
   const id = newId();
   const payload = { text: 'héllo ✓', list: [1, 2.5, null, true], nested: { deep: { value: 'x' } } };
   const { task, created } = await repo.insertTask({ id, tenant: 'default', type: 'echo', payload, priority: 7, maxAttempts: 2, backoff: DEFAULT_BACKOFF });
@@ -221,7 +224,7 @@ test('concurrent inserts with one idempotency key store one row and all return i
   }
 });
 
-test('listTasks is newest first and filters by type and status', async ({ repo }) => {
+test('listTasks is newest first and filters by type and status', async ({ repo, attempts }) => {
   const type = uniqueName('list');
   const other = uniqueName('list');
   const tasks: Task[] = [];
@@ -233,7 +236,7 @@ test('listTasks is newest first and filters by type and status', async ({ repo }
   assert.equal(byType.map((t) => t.id), newestFirst);
 
   const running = [tasks[1], tasks[4]] as Task[];
-  for (const task of running) assert.ok(await repo.claimTask(task.id, WORKER, LEASE_MS));
+  for (const task of running) assert.ok(await attempts.claimTask(task.id, WORKER, LEASE_MS));
   const byBoth = await repo.listTasks({ tenant: 'default', type, status: TaskStatus.in_progress, limit: 100 });
   assert.equal(byBoth.map((t) => t.id), [running[1]?.id, running[0]?.id]);
 
@@ -275,12 +278,12 @@ test('the pool plans every statement for its own arguments and the table as it i
   assert.is(setting, 'force_custom_plan');
 });
 
-test('markQueued moves pending tasks only and answers with each stored task as it now stands', async ({ repo }) => {
+test('markQueued moves pending tasks only and answers with each stored task as it now stands', async ({ repo, attempts }) => {
   const pending = await insert(repo);
   const alreadyQueued = await insert(repo);
   assert.equal((await repo.markQueued([alreadyQueued])).map((m) => m.moved), [true]);
-  const running = await claimed(repo);
-  const failed = await finished(repo, 'failed');
+  const running = await claimed({ repo, attempts });
+  const failed = await finished({ repo, attempts }, 'failed');
 
   const marked = await repo.markQueued([pending, alreadyQueued, running, failed, { id: MISSING_ID, attempts: 0 }]);
   assert.equal(
@@ -361,9 +364,9 @@ const claims = suite<Ctx>('core: tasks repository: claims and leases');
 claims.before(openDatabase);
 claims.after(closeDatabase);
 
-claims('claimTask takes a pending or queued task for one attempt, under a lease held by the worker', async ({ repo }) => {
+claims('claimTask takes a pending or queued task for one attempt, under a lease held by the worker', async ({ repo, attempts }) => {
   const pending = await insert(repo);
-  const claim = await repo.claimTask(pending.id, WORKER, LEASE_MS);
+  const claim = await attempts.claimTask(pending.id, WORKER, LEASE_MS);
   assert.ok(claim);
   assert.is(claim.status, TaskStatus.in_progress);
   assert.is(claim.attempts, 1);
@@ -377,28 +380,28 @@ claims('claimTask takes a pending or queued task for one attempt, under a lease 
 
   const queued = await insert(repo);
   await repo.markQueued([queued]);
-  const second = await repo.claimTask(queued.id, 'worker-b', 5_000);
+  const second = await attempts.claimTask(queued.id, 'worker-b', 5_000);
   assert.is(second?.status, TaskStatus.in_progress);
   assert.is(second?.attempts, 1);
   assert.is(second?.workerId, 'worker-b');
   assert.is(ms(second?.leaseExpiresAt) - ms(second?.updatedAt), 5_000);
 });
 
-claims('every claim gets a new lease token', async ({ repo }) => {
-  const first = await claimed(repo);
-  assert.ok(await repo.handBack(first.id, first.leaseToken));
-  const second = await repo.claimTask(first.id, WORKER, LEASE_MS);
+claims('every claim gets a new lease token', async ({ repo, attempts }) => {
+  const first = await claimed({ repo, attempts });
+  assert.ok(await attempts.handBack(first.id, first.leaseToken));
+  const second = await attempts.claimTask(first.id, WORKER, LEASE_MS);
   assert.ok(second);
   assert.is.not(second.leaseToken, first.leaseToken);
 });
 
-claims('concurrent inserts and claims share statements (group commit): far fewer write transactions than calls', async ({ repo, db }) => {
+claims('concurrent inserts and claims share statements (group commit): far fewer write transactions than calls', async ({ repo, attempts, db }) => {
   // Every write transaction takes a transaction id, cluster-wide: their count is the number of statements sent.
   const xid = async () => Number((await db.query('SELECT txid_current()::int8 AS x')).rows[0].x);
   const before = await xid();
   const tasks = await Promise.all(Array.from({ length: 50 }, () => insert(repo)));
   const afterInserts = await xid();
-  const claims = await Promise.all(tasks.map((task) => repo.claimTask(task.id, WORKER, LEASE_MS)));
+  const claims = await Promise.all(tasks.map((task) => attempts.claimTask(task.id, WORKER, LEASE_MS)));
   const afterClaims = await xid();
   assert.ok(claims.every((claim) => claim !== null));
   // One statement per call would be 50 (plus one for the reading call); a little slack for other clients of the server.
@@ -406,10 +409,10 @@ claims('concurrent inserts and claims share statements (group commit): far fewer
   assert.ok(afterClaims - afterInserts - 1 < 25, `${afterClaims - afterInserts - 1} write transactions for 50 claims`);
 });
 
-claims('many concurrent claims, each task asked for twice by one worker: one attempt per task, and the completions land on their own tasks', async ({ repo }) => {
+claims('many concurrent claims, each task asked for twice by one worker: one attempt per task, and the completions land on their own tasks', async ({ repo, attempts }) => {
   const tasks = await Promise.all(Array.from({ length: 30 }, () => insert(repo)));
   // Every task claimed twice by the same worker, as a redelivered message would be, and all at once.
-  const requests = [...tasks, ...tasks].map((task) => repo.claimTask(task.id, WORKER, LEASE_MS));
+  const requests = [...tasks, ...tasks].map((task) => attempts.claimTask(task.id, WORKER, LEASE_MS));
   const results = await Promise.all(requests);
   for (const [i, task] of tasks.entries()) {
     const pair = [results[i], results[i + tasks.length]];
@@ -420,17 +423,17 @@ claims('many concurrent claims, each task asked for twice by one worker: one att
   assert.ok(stored.every((task) => task.attempts === 1 && task.status === TaskStatus.in_progress));
   // And the completions, grouped the same way, each land on their own task.
   const won = results.filter((r) => r !== null);
-  assert.ok((await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, { echo: claim.id })))).every(Boolean));
+  assert.ok((await Promise.all(won.map((claim) => attempts.completeTask(claim.id, claim.leaseToken, { echo: claim.id })))).every(Boolean));
   const done = await Promise.all(won.map((claim) => repo.getTask(claim.id)));
   assert.equal(done.map((task) => task.result), won.map((claim) => ({ echo: claim.id })));
-  assert.equal(await Promise.all(won.map((claim) => repo.completeTask(claim.id, claim.leaseToken, 'again'))), won.map(() => false), 'fenced: a second completion changes nothing');
+  assert.equal(await Promise.all(won.map((claim) => attempts.completeTask(claim.id, claim.leaseToken, 'again'))), won.map(() => false), 'fenced: a second completion changes nothing');
 });
 
-claims('two concurrent claims of one task: exactly one wins', async ({ repo }) => {
+claims('two concurrent claims of one task: exactly one wins', async ({ repo, attempts }) => {
   for (let round = 0; round < 5; round++) {
     const task = await insert(repo);
     if (round % 2 === 1) await repo.markQueued([task]);
-    const results = await Promise.all([repo.claimTask(task.id, 'w1', LEASE_MS), repo.claimTask(task.id, 'w2', LEASE_MS)]);
+    const results = await Promise.all([attempts.claimTask(task.id, 'w1', LEASE_MS), attempts.claimTask(task.id, 'w2', LEASE_MS)]);
     const winners = results.filter((r) => r !== null);
     assert.is(winners.length, 1, `round ${round}: one claim wins`);
     const row = await repo.getTask(task.id);
@@ -440,31 +443,31 @@ claims('two concurrent claims of one task: exactly one wins', async ({ repo }) =
   }
 });
 
-claims('claimTask gives null for a running, finished or missing task', async ({ repo }) => {
-  const running = await claimed(repo);
-  assert.is(await repo.claimTask(running.id, 'w2', LEASE_MS), null);
+claims('claimTask gives null for a running, finished or missing task', async ({ repo, attempts }) => {
+  const running = await claimed({ repo, attempts });
+  assert.is(await attempts.claimTask(running.id, 'w2', LEASE_MS), null);
   assert.is((await repo.getTask(running.id)).workerId, WORKER, 'the holder is unchanged');
   for (const status of ['completed', 'failed', 'cancelled'] as const) {
-    const task = await finished(repo, status);
-    assert.is(await repo.claimTask(task.id, WORKER, LEASE_MS), null, status);
+    const task = await finished({ repo, attempts }, status);
+    assert.is(await attempts.claimTask(task.id, WORKER, LEASE_MS), null, status);
     assert.equal(await repo.getTask(task.id), task, `a ${status} task is unchanged`);
   }
-  assert.is(await repo.claimTask(MISSING_ID, WORKER, LEASE_MS), null);
+  assert.is(await attempts.claimTask(MISSING_ID, WORKER, LEASE_MS), null);
 });
 
-claims('batched writes take row locks in id order, so two of them never wait for each other', async ({ repo, db }) => {
+claims('batched writes take row locks in id order, so two of them never wait for each other', async ({ repo, attempts, db }) => {
   // `high` stored first: a scan in storage order meets it first, as does one in the order listed below.
   const [lowId, highId] = [newId(), newId()].sort() as [string, string];
-  const high = await claimed(repo, { id: highId });
-  const low = await claimed(repo, { id: lowId });
+  const high = await claimed({ repo, attempts }, { id: highId });
+  const low = await claimed({ repo, attempts }, { id: lowId });
   await db.query('BEGIN');
   try {
     await db.query('SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE', [low.id]);
     // Listed high first: a heartbeat locking rows as listed would hold `high` while it waits for `low`, and the
     // completion below would wait behind it; with the two orders crossed in two batches, a deadlock.
-    const beat = repo.heartbeat([high, low].map(({ id, leaseToken }) => ({ id, leaseToken })), LEASE_MS);
+    const beat = attempts.heartbeat([high, low].map(({ id, leaseToken }) => ({ id, leaseToken })), LEASE_MS);
     await within(lockWaitedFor(db), 5_000, 'the heartbeat to wait for the held row');
-    assert.ok(await within(repo.completeTask(high.id, high.leaseToken, 'done'), 5_000, 'the completion of the row the heartbeat has not locked'));
+    assert.ok(await within(attempts.completeTask(high.id, high.leaseToken, 'done'), 5_000, 'the completion of the row the heartbeat has not locked'));
     await db.query('COMMIT');
     assert.equal([...(await beat).keys()], [low.id], 'the heartbeat renews the lease still held, after the lock is released');
   } finally {
@@ -482,40 +485,40 @@ async function lockWaitedFor(db: pg.Client): Promise<void> {
   }
 }
 
-claims('claimTask leaves a task alone until its run_at', async ({ repo, db }) => {
+claims('claimTask leaves a task alone until its run_at', async ({ repo, attempts, db }) => {
   const later = await insert(repo, { runAt: new Date(Date.now() + 3_600_000).toISOString() });
-  assert.is(await repo.claimTask(later.id, WORKER, LEASE_MS), null);
+  assert.is(await attempts.claimTask(later.id, WORKER, LEASE_MS), null);
   assert.equal(await repo.getTask(later.id), later, 'a refused claim changes nothing');
   await backdate(db, [later.id], 'run_at', 1);
-  assert.is((await repo.claimTask(later.id, WORKER, LEASE_MS))?.attempts, 1, 'claimable once due');
+  assert.is((await attempts.claimTask(later.id, WORKER, LEASE_MS))?.attempts, 1, 'claimable once due');
 
   // The real way a task gets a later run_at: a failed attempt waiting for its backoff.
-  const retried = await claimed(repo);
-  await repo.failAttempt(retried.id, retried.leaseToken, { message: 'flaky', attempt: 1 }, new Date(Date.now() + 3_600_000));
-  assert.is(await repo.claimTask(retried.id, WORKER, LEASE_MS), null, 'not before its backoff');
+  const retried = await claimed({ repo, attempts });
+  await attempts.failAttempt(retried.id, retried.leaseToken, { message: 'flaky', attempt: 1 }, new Date(Date.now() + 3_600_000));
+  assert.is(await attempts.claimTask(retried.id, WORKER, LEASE_MS), null, 'not before its backoff');
 });
 
-claims('claimTask refuses a task whose cancel was requested', async ({ repo, db }) => {
+claims('claimTask refuses a task whose cancel was requested', async ({ repo, attempts, db }) => {
   // However a cancel request comes to sit on a task no worker runs (a race with a hand-back, say), no worker may start it.
   const task = await insert(repo);
   await repo.markQueued([task]);
   await db.query('UPDATE tasks SET cancel_requested_at = now() WHERE id = $1', [task.id]);
-  assert.is(await repo.claimTask(task.id, WORKER, LEASE_MS), null);
+  assert.is(await attempts.claimTask(task.id, WORKER, LEASE_MS), null);
   const after = await repo.getTask(task.id);
   assert.is(after.status, TaskStatus.queued);
   assert.is(after.attempts, 0);
 });
 
-claims('heartbeat extends only the leases still held, and reports cancel requests', async ({ repo, db }) => {
-  const held = await claimed(repo);
-  const cancelling = await claimed(repo);
+claims('heartbeat extends only the leases still held, and reports cancel requests', async ({ repo, attempts, db }) => {
+  const held = await claimed({ repo, attempts });
+  const cancelling = await claimed({ repo, attempts });
   await repo.cancelTask(cancelling.id);
-  const stolen = await claimed(repo);
-  const done = await claimed(repo);
-  await repo.completeTask(done.id, done.leaseToken, null);
+  const stolen = await claimed({ repo, attempts });
+  const done = await claimed({ repo, attempts });
+  await attempts.completeTask(done.id, done.leaseToken, null);
 
   const longer = LEASE_MS * 2;
-  const beats = await repo.heartbeat(
+  const beats = await attempts.heartbeat(
     [
       { id: held.id, leaseToken: held.leaseToken },
       { id: cancelling.id, leaseToken: cancelling.leaseToken },
@@ -536,12 +539,12 @@ claims('heartbeat extends only the leases still held, and reports cancel request
   assert.ok((lease.get(cancelling.id) ?? 0) > LEASE_MS, 'a lease with a cancel request is extended too: its worker is stopping it');
   assert.ok((lease.get(stolen.id) ?? Infinity) <= LEASE_MS, 'a wrong token extends nothing');
   assert.is((await repo.getTask(done.id)).leaseExpiresAt, null, 'a finished task gets no lease back');
-  assert.equal(await repo.heartbeat([], LEASE_MS), new Map());
+  assert.equal(await attempts.heartbeat([], LEASE_MS), new Map());
 });
 
-claims('completeTask stores the result of the attempt holding the lease and releases it', async ({ repo }) => {
-  const task = await claimed(repo);
-  assert.is(await repo.completeTask(task.id, task.leaseToken, { answer: 42, list: ['a'] }), true);
+claims('completeTask stores the result of the attempt holding the lease and releases it', async ({ repo, attempts }) => {
+  const task = await claimed({ repo, attempts });
+  assert.is(await attempts.completeTask(task.id, task.leaseToken, { answer: 42, list: ['a'] }), true);
   const done = await repo.getTask(task.id);
   assert.is(done.status, TaskStatus.completed);
   assert.equal(done.result, { answer: 42, list: ['a'] });
@@ -549,44 +552,44 @@ claims('completeTask stores the result of the attempt holding the lease and rele
   assert.is(done.attempts, 1);
   assert.is(done.leaseExpiresAt, null);
   assert.is(done.workerId, WORKER, 'who ran it is kept');
-  assert.is(await repo.completeTask(task.id, task.leaseToken, 'again'), false, 'a finished task cannot complete twice');
+  assert.is(await attempts.completeTask(task.id, task.leaseToken, 'again'), false, 'a finished task cannot complete twice');
   assert.equal((await repo.getTask(task.id)).result, { answer: 42, list: ['a'] });
 });
 
-claims('a write with a lease token that is not the task\'s changes nothing (fencing)', async ({ repo }) => {
-  const task = await claimed(repo);
-  const other = await claimed(repo);
+claims('a write with a lease token that is not the task\'s changes nothing (fencing)', async ({ repo, attempts }) => {
+  const task = await claimed({ repo, attempts });
+  const other = await claimed({ repo, attempts });
   const before = await repo.getTask(task.id);
   for (const token of [other.leaseToken, crypto.randomUUID()]) {
-    assert.is(await repo.completeTask(task.id, token, 'late'), false);
-    assert.is(await repo.failAttempt(task.id, token, { message: 'late', attempt: 1 }, null), null);
-    assert.is(await repo.failAttempt(task.id, token, { message: 'late', attempt: 1 }, new Date()), null);
-    assert.is(await repo.cancelRunning(task.id, token), null);
-    assert.is(await repo.handBack(task.id, token), null);
+    assert.is(await attempts.completeTask(task.id, token, 'late'), false);
+    assert.is(await attempts.failAttempt(task.id, token, { message: 'late', attempt: 1 }, null), null);
+    assert.is(await attempts.failAttempt(task.id, token, { message: 'late', attempt: 1 }, new Date()), null);
+    assert.is(await attempts.cancelRunning(task.id, token), null);
+    assert.is(await attempts.handBack(task.id, token), null);
   }
   assert.equal(await repo.getTask(task.id), before);
 });
 
-claims('after a retry the first attempt\'s token no longer writes', async ({ repo }) => {
-  const first = await claimed(repo);
-  assert.ok(await repo.failAttempt(first.id, first.leaseToken, { message: 'first', attempt: 1 }, new Date(Date.now() - 1)));
-  const second = await repo.claimTask(first.id, 'worker-b', LEASE_MS);
+claims('after a retry the first attempt\'s token no longer writes', async ({ repo, attempts }) => {
+  const first = await claimed({ repo, attempts });
+  assert.ok(await attempts.failAttempt(first.id, first.leaseToken, { message: 'first', attempt: 1 }, new Date(Date.now() - 1)));
+  const second = await attempts.claimTask(first.id, 'worker-b', LEASE_MS);
   assert.is(second?.attempts, 2);
   const before = await repo.getTask(first.id);
-  assert.is(await repo.completeTask(first.id, first.leaseToken, 'from the first worker'), false);
-  assert.is(await repo.failAttempt(first.id, first.leaseToken, { message: 'first again', attempt: 1 }, null), null);
-  assert.is(await repo.cancelRunning(first.id, first.leaseToken), null);
-  assert.is(await repo.handBack(first.id, first.leaseToken), null);
+  assert.is(await attempts.completeTask(first.id, first.leaseToken, 'from the first worker'), false);
+  assert.is(await attempts.failAttempt(first.id, first.leaseToken, { message: 'first again', attempt: 1 }, null), null);
+  assert.is(await attempts.cancelRunning(first.id, first.leaseToken), null);
+  assert.is(await attempts.handBack(first.id, first.leaseToken), null);
   assert.equal(await repo.getTask(first.id), before);
-  assert.is(await repo.completeTask(first.id, second?.leaseToken as string, 'ok'), true);
+  assert.is(await attempts.completeTask(first.id, second?.leaseToken as string, 'ok'), true);
   assert.is((await repo.getTask(first.id)).status, TaskStatus.completed);
 });
 
-claims('failAttempt with a retry time returns the task to pending, due then, and appends to errors', async ({ repo }) => {
-  const task = await claimed(repo);
+claims('failAttempt with a retry time returns the task to pending, due then, and appends to errors', async ({ repo, attempts }) => {
+  const task = await claimed({ repo, attempts });
   const retryAt = new Date(Date.now() + 60_000);
   const before = Date.now();
-  const retried = await repo.failAttempt(task.id, task.leaseToken, { message: 'flaky', attempt: 1 }, retryAt);
+  const retried = await attempts.failAttempt(task.id, task.leaseToken, { message: 'flaky', attempt: 1 }, retryAt);
   assert.ok(retried);
   assert.is(retried.status, TaskStatus.pending);
   assert.is(retried.runAt, retryAt.toISOString());
@@ -602,26 +605,26 @@ claims('failAttempt with a retry time returns the task to pending, due then, and
   assert.equal(await repo.getTask(task.id), retried);
 });
 
-claims('failAttempt keeps every attempt\'s error, oldest first, and fails for good without a retry time', async ({ repo, db }) => {
-  const task = await claimed(repo);
-  await repo.failAttempt(task.id, task.leaseToken, { message: 'one', attempt: 1 }, new Date(Date.now() + 60_000));
+claims('failAttempt keeps every attempt\'s error, oldest first, and fails for good without a retry time', async ({ repo, attempts, db }) => {
+  const task = await claimed({ repo, attempts });
+  await attempts.failAttempt(task.id, task.leaseToken, { message: 'one', attempt: 1 }, new Date(Date.now() + 60_000));
   await backdate(db, [task.id], 'run_at', 1);
-  const second = await repo.claimTask(task.id, WORKER, LEASE_MS);
+  const second = await attempts.claimTask(task.id, WORKER, LEASE_MS);
   assert.ok(second);
   assert.equal(second.errors.map((e) => e.message), ['one'], 'a new attempt keeps the history');
-  const failed = await repo.failAttempt(task.id, second.leaseToken, { message: 'two', attempt: 2 }, null);
+  const failed = await attempts.failAttempt(task.id, second.leaseToken, { message: 'two', attempt: 2 }, null);
   assert.ok(failed);
   assert.is(failed.status, TaskStatus.failed);
   assert.ok(failed.finishedAt);
   assert.equal(failed.errors.map((e) => [e.message, e.attempt]), [['one', 1], ['two', 2]]);
   assert.equal(failed.error, failed.errors[1]);
-  assert.is(await repo.failAttempt(task.id, second.leaseToken, { message: 'again', attempt: 2 }, new Date()), null, 'failed stays failed');
+  assert.is(await attempts.failAttempt(task.id, second.leaseToken, { message: 'again', attempt: 2 }, new Date()), null, 'failed stays failed');
   assert.equal(await repo.getTask(task.id), failed);
 });
 
-claims('handBack returns the task to pending, due now, without counting the attempt', async ({ repo }) => {
-  const task = await claimed(repo);
-  const back = await repo.handBack(task.id, task.leaseToken);
+claims('handBack returns the task to pending, due now, without counting the attempt', async ({ repo, attempts }) => {
+  const task = await claimed({ repo, attempts });
+  const back = await attempts.handBack(task.id, task.leaseToken);
   assert.ok(back);
   assert.is(back.status, TaskStatus.pending);
   assert.is(back.attempts, 0);
@@ -629,8 +632,8 @@ claims('handBack returns the task to pending, due now, without counting the atte
   assert.is(back.leaseExpiresAt, null);
   assert.equal(back.errors, [], 'a hand-back is not a failure');
   assert.ok(ms(back.runAt) <= ms(back.updatedAt), 'due at once');
-  assert.is(await repo.handBack(task.id, task.leaseToken), null, 'a task handed back is no longer held');
-  const again = await repo.claimTask(task.id, WORKER, LEASE_MS);
+  assert.is(await attempts.handBack(task.id, task.leaseToken), null, 'a task handed back is no longer held');
+  const again = await attempts.claimTask(task.id, WORKER, LEASE_MS);
   assert.is(again?.attempts, 1);
 });
 
@@ -640,13 +643,13 @@ const clients = suite<Ctx>('core: tasks repository: cancel, retry and delete');
 clients.before(openDatabase);
 clients.after(closeDatabase);
 
-clients('a cancel requested while a failed attempt goes back to pending ends the task cancelled, not pending', async ({ repo, db }) => {
-  const task = await claimed(repo);
+clients('a cancel requested while a failed attempt goes back to pending ends the task cancelled, not pending', async ({ repo, attempts, db }) => {
+  const task = await claimed({ repo, attempts });
   await db.query('BEGIN');
   try {
     // The cancel request is being written: the retry's check for one has passed, its update waits for the row.
     await db.query('UPDATE tasks SET cancel_requested_at = now() WHERE id = $1', [task.id]);
-    const failing = repo.failAttempt(task.id, task.leaseToken, { message: 'flaky', attempt: 1 }, new Date());
+    const failing = attempts.failAttempt(task.id, task.leaseToken, { message: 'flaky', attempt: 1 }, new Date());
     await within(lockWaitedFor(db), 5_000, 'the retry to wait for the row');
     await db.query('COMMIT');
     const after = await failing;
@@ -657,7 +660,7 @@ clients('a cancel requested while a failed attempt goes back to pending ends the
   assert.is((await repo.getTask(task.id)).status, TaskStatus.cancelled);
 });
 
-clients('cancelTask: a task no worker runs is cancelled at once, a running one is asked to stop', async ({ repo }) => {
+clients('cancelTask: a task no worker runs is cancelled at once, a running one is asked to stop', async ({ repo, attempts }) => {
   const pending = await insert(repo);
   const now = await repo.cancelTask(pending.id);
   assert.is(now.outcome, 'cancelled');
@@ -669,7 +672,7 @@ clients('cancelTask: a task no worker runs is cancelled at once, a running one i
   await repo.markQueued([queued]);
   assert.equal([(await repo.cancelTask(queued.id)).outcome, (await repo.getTask(queued.id)).status], ['cancelled', TaskStatus.cancelled]);
 
-  const running = await claimed(repo);
+  const running = await claimed({ repo, attempts });
   const asked = await repo.cancelTask(running.id);
   assert.is(asked.outcome, 'requested');
   assert.is(asked.task.status, TaskStatus.in_progress, 'only its worker may end a running attempt');
@@ -679,9 +682,9 @@ clients('cancelTask: a task no worker runs is cancelled at once, a running one i
   assert.is((await repo.getTask(running.id)).status, TaskStatus.in_progress);
 });
 
-clients('cancelTask leaves finished tasks unchanged and throws TaskNotFound for a missing one', async ({ repo }) => {
+clients('cancelTask leaves finished tasks unchanged and throws TaskNotFound for a missing one', async ({ repo, attempts }) => {
   for (const status of ['completed', 'failed', 'cancelled'] as const) {
-    const task = await finished(repo, status);
+    const task = await finished({ repo, attempts }, status);
     const result = await repo.cancelTask(task.id);
     assert.is(result.outcome, 'unchanged', status);
     assert.equal(result.task, task, `${status} as it was`);
@@ -690,38 +693,38 @@ clients('cancelTask leaves finished tasks unchanged and throws TaskNotFound for 
   await rejected(repo.cancelTask(MISSING_ID), TaskNotFound);
 });
 
-clients('cancelRunning ends the holder\'s attempt cancelled', async ({ repo }) => {
-  const task = await claimed(repo);
+clients('cancelRunning ends the holder\'s attempt cancelled', async ({ repo, attempts }) => {
+  const task = await claimed({ repo, attempts });
   await repo.cancelTask(task.id);
-  const stopped = await repo.cancelRunning(task.id, task.leaseToken);
+  const stopped = await attempts.cancelRunning(task.id, task.leaseToken);
   assert.ok(stopped);
   assert.is(stopped.status, TaskStatus.cancelled);
   assert.ok(stopped.finishedAt);
   assert.is(stopped.leaseExpiresAt, null);
   assert.equal(stopped.errors, []);
-  assert.is(await repo.cancelRunning(task.id, task.leaseToken), null, 'once');
+  assert.is(await attempts.cancelRunning(task.id, task.leaseToken), null, 'once');
 });
 
 // A cancel request that reaches PostgreSQL but not yet the worker (the broadcast is best effort) must still
 // end the task cancelled, as the 202 of POST /cancel promises. claimTask refuses a task with a cancel request,
 // so a task sent back to pending with one would be published, refused and republished forever.
-clients('a running task whose cancel was requested ends cancelled when its attempt is handed back or fails with attempts left', async ({ repo }) => {
-  const handedBack = await claimed(repo);
+clients('a running task whose cancel was requested ends cancelled when its attempt is handed back or fails with attempts left', async ({ repo, attempts }) => {
+  const handedBack = await claimed({ repo, attempts });
   await repo.cancelTask(handedBack.id);
-  await repo.handBack(handedBack.id, handedBack.leaseToken);
-  const retried = await claimed(repo, { maxAttempts: 3 });
+  await attempts.handBack(handedBack.id, handedBack.leaseToken);
+  const retried = await claimed({ repo, attempts }, { maxAttempts: 3 });
   await repo.cancelTask(retried.id);
-  await repo.failAttempt(retried.id, retried.leaseToken, { message: 'boom', attempt: 1 }, new Date());
+  await attempts.failAttempt(retried.id, retried.leaseToken, { message: 'boom', attempt: 1 }, new Date());
   for (const [what, id] of [['handed back', handedBack.id], ['retried', retried.id]] as const) {
     const task = await repo.getTask(id);
-    const runnable = task.status === TaskStatus.cancelled || (await repo.claimTask(id, WORKER, LEASE_MS)) !== null;
+    const runnable = task.status === TaskStatus.cancelled || (await attempts.claimTask(id, WORKER, LEASE_MS)) !== null;
     assert.ok(runnable, `the ${what} task is ${task.status} with cancelRequested ${task.cancelRequested}: no claim will ever take it, nothing ends it`);
   }
 });
 
-clients('rerunTask starts a failed or cancelled task over, keeping its errors', async ({ repo }) => {
-  const failed = await claimed(repo, { maxAttempts: 1 });
-  await repo.failAttempt(failed.id, failed.leaseToken, { message: 'broken', attempt: 1 }, null);
+clients('rerunTask starts a failed or cancelled task over, keeping its errors', async ({ repo, attempts }) => {
+  const failed = await claimed({ repo, attempts }, { maxAttempts: 1 });
+  await attempts.failAttempt(failed.id, failed.leaseToken, { message: 'broken', attempt: 1 }, null);
   const before = Date.now();
   const rerun = await repo.rerunTask(failed.id);
   assert.is(rerun.status, TaskStatus.pending);
@@ -733,25 +736,25 @@ clients('rerunTask starts a failed or cancelled task over, keeping its errors', 
   assert.is(rerun.workerId, null);
   assert.equal(rerun.errors.map((e) => e.message), ['broken'], 'the history stays');
   assert.ok(ms(rerun.runAt) >= before - 1_000 && ms(rerun.runAt) <= Date.now() + 1_000, 'due now');
-  const again = await repo.claimTask(failed.id, WORKER, LEASE_MS);
+  const again = await attempts.claimTask(failed.id, WORKER, LEASE_MS);
   assert.is(again?.attempts, 1);
 
-  const cancelled = await finished(repo, 'cancelled');
+  const cancelled = await finished({ repo, attempts }, 'cancelled');
   assert.ok(cancelled.cancelRequested);
   const restarted = await repo.rerunTask(cancelled.id);
   assert.is(restarted.status, TaskStatus.pending);
   assert.not.ok(restarted.cancelRequested, 'the old cancel request does not stop the new run');
-  assert.ok(await repo.claimTask(cancelled.id, WORKER, LEASE_MS), 'claimable again');
+  assert.ok(await attempts.claimTask(cancelled.id, WORKER, LEASE_MS), 'claimable again');
 });
 
-clients('rerunTask refuses a task that is not failed or cancelled, and a missing one', async ({ repo }) => {
+clients('rerunTask refuses a task that is not failed or cancelled, and a missing one', async ({ repo, attempts }) => {
   const queued = await insert(repo);
   await repo.markQueued([queued]);
   const cases: [string, Task][] = [
     ['pending', await insert(repo)],
     ['queued', await repo.getTask(queued.id)],
-    ['in_progress', await claimed(repo)],
-    ['completed', await finished(repo, 'completed')],
+    ['in_progress', await claimed({ repo, attempts })],
+    ['completed', await finished({ repo, attempts }, 'completed')],
   ];
   for (const [status, task] of cases) {
     const error = await rejected(repo.rerunTask(task.id), TaskConflict);
@@ -762,17 +765,17 @@ clients('rerunTask refuses a task that is not failed or cancelled, and a missing
   await rejected(repo.rerunTask(MISSING_ID), TaskNotFound);
 });
 
-clients('deleteTask removes a task in any status, and its history, and returns the status it had', async ({ repo, db }) => {
+clients('deleteTask removes a task in any status, and its history, and returns the status it had', async ({ repo, attempts, db }) => {
   const queued = await insert(repo);
   await repo.markQueued([queued]);
-  const running = await claimed(repo);
+  const running = await claimed({ repo, attempts });
   const tasks: [TaskStatus, string][] = [
     [TaskStatus.pending, (await insert(repo)).id],
     [TaskStatus.queued, queued.id],
     [TaskStatus.in_progress, running.id],
-    [TaskStatus.completed, (await finished(repo, 'completed')).id],
-    [TaskStatus.failed, (await finished(repo, 'failed')).id],
-    [TaskStatus.cancelled, (await finished(repo, 'cancelled')).id],
+    [TaskStatus.completed, (await finished({ repo, attempts }, 'completed')).id],
+    [TaskStatus.failed, (await finished({ repo, attempts }, 'failed')).id],
+    [TaskStatus.cancelled, (await finished({ repo, attempts }, 'cancelled')).id],
   ];
   for (const [status, id] of tasks) {
     assert.ok((await repo.taskEvents(id)).length > 0);
@@ -782,8 +785,8 @@ clients('deleteTask removes a task in any status, and its history, and returns t
     assert.is(rows[0].n, 0, `${status} task's history gone with it`);
   }
   // The running task's worker finds its lease gone: it stops and its outcome is dropped.
-  assert.is(await repo.completeTask(running.id, running.leaseToken, 'too late'), false);
-  assert.equal(await repo.heartbeat([{ id: running.id, leaseToken: running.leaseToken }], LEASE_MS), new Map());
+  assert.is(await attempts.completeTask(running.id, running.leaseToken, 'too late'), false);
+  assert.equal(await attempts.heartbeat([{ id: running.id, leaseToken: running.leaseToken }], LEASE_MS), new Map());
   await rejected(repo.deleteTask(running.id), TaskNotFound);
   await rejected(repo.deleteTask(MISSING_ID), TaskNotFound);
 });
@@ -796,12 +799,12 @@ maintenance.after(closeDatabase);
 
 const ours = (tasks: readonly Task[], ids: readonly string[]) => tasks.filter((t) => ids.includes(t.id));
 
-maintenance('reapExpiredLeases settles expired leases: retried, failed or cancelled; live leases are left', async ({ repo, upkeep, db }) => {
-  const retry = await claimed(repo, { maxAttempts: 2 });
-  const last = await claimed(repo, { maxAttempts: 1 });
-  const cancel = await claimed(repo, { maxAttempts: 3 });
+maintenance('reapExpiredLeases settles expired leases: retried, failed or cancelled; live leases are left', async ({ repo, attempts, upkeep, db }) => {
+  const retry = await claimed({ repo, attempts }, { maxAttempts: 2 });
+  const last = await claimed({ repo, attempts }, { maxAttempts: 1 });
+  const cancel = await claimed({ repo, attempts }, { maxAttempts: 3 });
   await repo.cancelTask(cancel.id);
-  const live = await claimed(repo);
+  const live = await claimed({ repo, attempts });
   await expireLeases(db, [retry.id, last.id, cancel.id]);
 
   const before = Date.now();
@@ -829,13 +832,13 @@ maintenance('reapExpiredLeases settles expired leases: retried, failed or cancel
 
   assert.equal(await repo.getTask(retry.id), retried, 'what the reaper returns is what is stored');
   assert.is((await repo.getTask(live.id)).status, TaskStatus.in_progress);
-  for (const task of [retry, last, cancel]) assert.is(await repo.completeTask(task.id, task.leaseToken, 'late'), false, 'the lost worker no longer writes');
+  for (const task of [retry, last, cancel]) assert.is(await attempts.completeTask(task.id, task.leaseToken, 'late'), false, 'the lost worker no longer writes');
   assert.equal(ours(await upkeep.reapExpiredLeases(100), [retry.id, last.id, cancel.id]), [], 'nothing is settled twice');
 });
 
-maintenance('concurrent reapers settle each expired lease exactly once', async ({ repo, upkeep, db }) => {
+maintenance('concurrent reapers settle each expired lease exactly once', async ({ repo, attempts, upkeep, db }) => {
   const tasks: ClaimedTask[] = [];
-  for (let i = 0; i < 30; i++) tasks.push(await claimed(repo, { maxAttempts: 1 + (i % 3) }));
+  for (let i = 0; i < 30; i++) tasks.push(await claimed({ repo, attempts }, { maxAttempts: 1 + (i % 3) }));
   for (const task of tasks.filter((_, i) => i % 5 === 0)) await repo.cancelTask(task.id);
   const ids = tasks.map((t) => t.id);
   await expireLeases(db, ids);
@@ -891,14 +894,14 @@ maintenance('republishStaleQueued sends tasks queued for too long back to pendin
   assert.is((await repo.getTask(pendingOld.id)).status, TaskStatus.pending);
 });
 
-maintenance('deleteExpiredFinished honours each task\'s retention, the default otherwise, and 0 keeps forever', async ({ repo, upkeep, db }) => {
+maintenance('deleteExpiredFinished honours each task\'s retention, the default otherwise, and 0 keeps forever', async ({ repo, attempts, upkeep, db }) => {
   const DAY = 86_400_000;
-  const oldDefault = await finished(repo, 'completed');
-  const youngDefault = await finished(repo, 'completed');
-  const shortOwn = await finished(repo, 'failed', { retentionMs: 60_000 });
-  const longOwn = await finished(repo, 'cancelled', { retentionMs: 10 * DAY });
-  const forever = await finished(repo, 'completed', { retentionMs: 0 });
-  const running = await claimed(repo, { retentionMs: 1 });
+  const oldDefault = await finished({ repo, attempts }, 'completed');
+  const youngDefault = await finished({ repo, attempts }, 'completed');
+  const shortOwn = await finished({ repo, attempts }, 'failed', { retentionMs: 60_000 });
+  const longOwn = await finished({ repo, attempts }, 'cancelled', { retentionMs: 10 * DAY });
+  const forever = await finished({ repo, attempts }, 'completed', { retentionMs: 0 });
+  const running = await claimed({ repo, attempts }, { retentionMs: 1 });
   await backdate(db, [oldDefault.id, longOwn.id], 'finished_at', 2 * DAY);
   await backdate(db, [youngDefault.id], 'finished_at', 3_600_000);
   await backdate(db, [shortOwn.id], 'finished_at', 120_000);
@@ -917,8 +920,8 @@ maintenance('deleteExpiredFinished honours each task\'s retention, the default o
   for (const task of [youngDefault, longOwn, forever, running]) assert.ok(await exists(task), `${task.id} (${task.status}) kept`);
 });
 
-maintenance('deleteExpiredFinished deletes at most `limit` rows per call', async ({ repo, upkeep, db }) => {
-  const tasks = [await finished(repo, 'completed'), await finished(repo, 'failed'), await finished(repo, 'cancelled')];
+maintenance('deleteExpiredFinished deletes at most `limit` rows per call', async ({ repo, attempts, upkeep, db }) => {
+  const tasks = [await finished({ repo, attempts }, 'completed'), await finished({ repo, attempts }, 'failed'), await finished({ repo, attempts }, 'cancelled')];
   // Older than anything the test before left behind, so that only these three are past the retention used here.
   await backdate(db, tasks.map((t) => t.id), 'finished_at', 30 * 86_400_000);
   const retentionMs = 20 * 86_400_000;

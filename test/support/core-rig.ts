@@ -3,6 +3,7 @@
 import pg from 'pg';
 import { loadConfig } from '../../services/core/src/config.ts';
 import { Database } from '../../services/core/src/db/database.ts';
+import type { AttemptsRepository } from '../../services/core/src/db/attempts-repository.ts';
 import type { TaskUpkeep } from '../../services/core/src/db/task-upkeep.ts';
 import type { NewTask, TasksRepository } from '../../services/core/src/db/tasks-repository.ts';
 import { newId } from '../../services/core/src/ids.ts';
@@ -22,6 +23,7 @@ export type Connection = { broker: Broker; publisher: Publisher; connected: () =
 export class CoreRig {
   readonly database: Database;
   readonly repo: TasksRepository;
+  readonly attempts: AttemptsRepository;
   readonly upkeep: TaskUpkeep;
   /** A direct connection, for what the repository does not expose (timestamps to move into the past). */
   readonly db: pg.Client;
@@ -33,6 +35,7 @@ export class CoreRig {
   private constructor(database: Database, db: pg.Client, databaseUrl: string, amqpUrl: string) {
     this.database = database;
     this.repo = database.tasks();
+    this.attempts = database.attempts();
     this.upkeep = database.upkeep();
     this.db = db;
     this.queue = freshQueueName();
@@ -80,7 +83,7 @@ export class CoreRig {
   ): Promise<Worker> {
     const { beforeStop, ...rest } = options;
     const worker = new Worker(
-      { broker: conn.broker, publisher: conn.publisher, repository: this.repo, queue: this.queue, leaseMs: 30_000, shutdownTimeoutMs: 500, ...rest },
+      { broker: conn.broker, publisher: conn.publisher, repository: this.repo, attempts: this.attempts, queue: this.queue, leaseMs: 30_000, shutdownTimeoutMs: 500, ...rest },
       testLog,
     );
     await worker.start();

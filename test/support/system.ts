@@ -52,7 +52,7 @@ export class TestWorld {
     const api = createApiService(this.config(overrides), testLog);
     await api.lifecycle.start();
     this.#stops.push(() => api.lifecycle.stop());
-    return { ...api, baseUrl: api.url(), repository: api.database.tasks() };
+    return { ...api, baseUrl: api.url(), repository: api.database.tasks(), attempts: api.database.attempts() };
   }
 
   async startWorker(overrides: Record<string, string> = {}): Promise<WorkerService> {

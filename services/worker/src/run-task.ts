@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import type { ClaimedTask, TasksRepository } from '../../core/src/db/tasks-repository.ts';
+import type { AttemptsRepository, ClaimedTask } from '../../core/src/db/attempts-repository.ts';
 import { DatabaseUnavailable, PermanentTaskError } from '../../core/src/errors.ts';
 import type { Logger } from '../../core/src/log.ts';
 import type { Metrics } from '../../core/src/metrics.ts';
@@ -7,7 +7,7 @@ import { retryDelayMs } from '../../core/src/tasks/backoff.ts';
 import type { TaskType } from '../../core/src/tasks/handler.ts';
 
 export type RunDeps = {
-  repository: TasksRepository;
+  attempts: AttemptsRepository;
   /** The task types this worker runs, by name. */
   taskTypes: ReadonlyMap<string, TaskType>;
   log: Logger;
@@ -127,7 +127,7 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt, handlerSettled
       return;
     case 'cancel': {
       if (outcome.kind === 'ok') break;
-      const stopped = await persist(() => deps.repository.cancelRunning(task.id, task.leaseToken), log);
+      const stopped = await persist(() => deps.attempts.cancelRunning(task.id, task.leaseToken), log);
       if (!stopped) return;
       deps.metrics?.cancelLatency.observe({ type: task.type }, stopped.cancelLatencySeconds);
       countOutcome(deps, task.type, 'cancelled', ms);
@@ -138,7 +138,7 @@ export async function runAttempt(deps: RunDeps, attempt: Attempt, handlerSettled
       return recordFailure(deps, attempt, new Error('timeout'), ms, log);
   }
   if (outcome.kind === 'ok') {
-    const stored = await persist(() => deps.repository.completeTask(task.id, task.leaseToken, outcome.result), log);
+    const stored = await persist(() => deps.attempts.completeTask(task.id, task.leaseToken, outcome.result), log);
     if (stored) {
       countOutcome(deps, task.type, 'completed', ms);
       log.info({ ms }, 'task completed');
@@ -153,7 +153,7 @@ async function recordFailure(deps: RunDeps, attempt: Attempt, error: unknown, ms
   const message = errorMessage(error);
   const retry = !(error instanceof PermanentTaskError) && task.attempts < task.maxAttempts;
   const retryAt = retry ? new Date(Date.now() + retryDelayMs(task.backoff, task.attempts)) : null;
-  const stored = await persist(() => deps.repository.failAttempt(task.id, task.leaseToken, { message, attempt: task.attempts }, retryAt), log);
+  const stored = await persist(() => deps.attempts.failAttempt(task.id, task.leaseToken, { message, attempt: task.attempts }, retryAt), log);
   if (!stored) {
     log.warn({ ms, err: message }, 'failure discarded: this attempt no longer owns the task');
     return;

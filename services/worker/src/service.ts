@@ -29,6 +29,7 @@ export function createWorkerService(config: Config, log: Logger): WorkerService 
           broker,
           publisher,
           repository: database.tasks(),
+          attempts: database.attempts(),
           queue: config.tasksQueue,
           concurrency: config.workerConcurrency,
           workerId: config.workerId,

@@ -1,4 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
+import type { AttemptsRepository } from '../../core/src/db/attempts-repository.ts';
 import type { TasksRepository } from '../../core/src/db/tasks-repository.ts';
 import { DatabaseUnavailable, IllegalStateError } from '../../core/src/errors.ts';
 import type { Logger } from '../../core/src/log.ts';
@@ -17,7 +18,9 @@ import { Slots } from './slots.ts';
 export type WorkerOptions = {
   broker: Broker;
   publisher: Publisher;
+  /** For hand-backs, which publish the task again and record the confirm. */
   repository: TasksRepository;
+  attempts: AttemptsRepository;
   queue: string;
   concurrency: number;
   workerId: string;
@@ -103,9 +106,9 @@ export class Worker {
 
   async #claim(delivery: Delivery): Promise<Attempt | null> {
     const { taskId } = delivery.message;
-    const { repository, workerId, leaseMs } = this.#options;
+    const { attempts, workerId, leaseMs } = this.#options;
     try {
-      const task = await repository.claimTask(taskId, workerId, leaseMs);
+      const task = await attempts.claimTask(taskId, workerId, leaseMs);
       // Whether the task runs here or not, the message has done its job: the row says what happens next.
       delivery.ack();
       if (!task) {
@@ -130,8 +133,8 @@ export class Worker {
 
   /** Runs an attempt to its recorded outcome; `handlerSettled` is called as soon as its handler is done with. */
   async #run(attempt: Attempt, handlerSettled: () => void): Promise<void> {
-    const { repository, cancelGraceMs, metrics, taskTypes = TASK_TYPES } = this.#options;
-    const deps = { repository, taskTypes, log: this.#log, cancelGraceMs, metrics };
+    const { attempts, cancelGraceMs, metrics, taskTypes = TASK_TYPES } = this.#options;
+    const deps = { attempts, taskTypes, log: this.#log, cancelGraceMs, metrics };
     const done = runAttempt(deps, attempt, handlerSettled).catch((error: unknown) => {
       this.#log.error({ taskId: attempt.task.id, err: error }, 'could not record the outcome; the lease will expire and the task be retried');
     });
@@ -147,7 +150,7 @@ export class Worker {
     const attempts = [...this.#running.values()].map((r) => r.attempt).filter((a) => a.reason === null);
     if (attempts.length === 0) return;
     this.#options.metrics?.heartbeats.inc();
-    const held = await this.#options.repository.heartbeat(
+    const held = await this.#options.attempts.heartbeat(
       attempts.map((a) => ({ id: a.task.id, leaseToken: a.task.leaseToken })),
       this.#options.leaseMs,
     );
@@ -197,7 +200,7 @@ export class Worker {
     attempt.stop('hand-back');
     const { id, leaseToken, attempts } = attempt.task;
     const log = this.#log.child({ taskId: id, type: attempt.task.type, attempt: attempts });
-    const back = await this.#options.repository.handBack(id, leaseToken).catch((error: unknown) => {
+    const back = await this.#options.attempts.handBack(id, leaseToken).catch((error: unknown) => {
       log.error({ err: error }, 'could not hand the task back; its lease will expire and it will be retried');
       return null;
     });

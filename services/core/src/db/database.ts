@@ -3,6 +3,7 @@ import type { Logger } from '../log.ts';
 import { migrate } from './migrate.ts';
 import { type DatabasePool, openPool } from './pool.ts';
 import { ApiKeysRepository } from './api-keys-repository.ts';
+import { AttemptsRepository } from './attempts-repository.ts';
 import { TaskUpkeep } from './task-upkeep.ts';
 import { TasksRepository } from './tasks-repository.ts';
 
@@ -13,6 +14,7 @@ export class Database {
   readonly #applicationName: string;
   #pool: DatabasePool | null = null;
   #tasks: TasksRepository | null = null;
+  #attempts: AttemptsRepository | null = null;
 
   constructor(config: Config, applicationName: string, log: Logger) {
     this.#config = config;
@@ -42,6 +44,12 @@ export class Database {
     return this.#tasks;
   }
 
+  /** One per process, like {@link tasks}. */
+  attempts(): AttemptsRepository {
+    this.#attempts ??= new AttemptsRepository(this.pool);
+    return this.#attempts;
+  }
+
   upkeep(): TaskUpkeep {
     return new TaskUpkeep(this.pool);
   }
@@ -54,6 +62,7 @@ export class Database {
     const pool = this.#pool;
     this.#pool = null;
     this.#tasks = null;
+    this.#attempts = null;
     await pool?.end();
   }
 }

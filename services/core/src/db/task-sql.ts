@@ -110,3 +110,9 @@ export const lockedInOrder = (ids: readonly string[], where: Fragment = ANY_ROW)
 
 export const holds = (leaseToken: string) => sql.fragment`lease_token = ${leaseToken}`;
 export const LEASE_RELEASED = sql.fragment`lease_token = NULL, lease_expires_at = NULL`;
+
+/**
+ * How the hot-path writes are grouped: up to `maxBatch` rows per statement, at most `maxInFlight` statements at
+ * once per kind, leaving the rest of the pool to everything else.
+ */
+export const GROUPING = Object.freeze({ maxBatch: 500, maxInFlight: 3 });
