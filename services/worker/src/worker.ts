@@ -37,9 +37,10 @@ export type WorkerOptions = {
 type State = 'idle' | 'running' | 'stopping' | 'stopped';
 
 /**
- * Takes task messages from the queue and runs at most `concurrency` attempts at once. A message is acked as
- * soon as its claim commits: from then on the task's lease, renewed by a heartbeat, is what keeps it safe,
- * so handlers may run for hours without tripping RabbitMQ's delivery-acknowledgement timeout.
+ * Takes task messages from the queue and runs at most `concurrency` handlers at once (see {@link Slots}). A
+ * message is acked as soon as its claim commits: from then on the task's lease, renewed by a heartbeat until the
+ * outcome is recorded, is what keeps it safe, so handlers may run for hours without tripping RabbitMQ's
+ * delivery-acknowledgement timeout.
  */
 export class Worker {
   readonly #options: WorkerOptions;
