@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { LoadJob, LoadResult } from './load.ts';
 import { describeMachine } from './machine.ts';
+import { SERVICE_NODE_FLAGS } from '../scripts/node-flags.ts';
 import { BenchSystem, cpuOf, type ProcessCost } from './system.ts';
 
 const { values: options } = parseArgs({
@@ -221,14 +222,17 @@ for (const name of options.only.split(',').filter(Boolean)) {
 }
 if (options.soak) outcomes.push(await soak(Number(options['soak-tasks'])));
 
-const run = { at: new Date().toISOString(), machine, configuration: { ...settings, env: { ...settings.env, RATE_LIMIT_PER_SECOND: '0', AUTH_MODE: 'apikey' } }, outcomes };
+const configuration = { ...settings, serviceNodeFlags: SERVICE_NODE_FLAGS, env: { ...settings.env, RATE_LIMIT_PER_SECOND: '0', AUTH_MODE: 'apikey' } };
+const run = { at: new Date().toISOString(), machine, configuration, outcomes };
 const file = join(resultsDir, `${stamp}.json`);
 writeFileSync(file, `${JSON.stringify(run, null, 2)}\n`);
-printTable(run.machine, outcomes);
+printTable(run.machine, configuration, outcomes);
 console.log(`\nresults: ${file}\nservice logs: ${logDir}`);
 
-function printTable(machine: Record<string, unknown>, rows: Outcome[]): void {
-  console.log(`\n${Object.entries(machine).map(([k, v]) => `${k}: ${v}`).join(' | ')}\n`);
+function printTable(machine: Record<string, unknown>, config: typeof configuration, rows: Outcome[]): void {
+  console.log(`\n${Object.entries(machine).map(([k, v]) => `${k}: ${v}`).join(' | ')}`);
+  const services = `${config.workers} worker(s) at concurrency ${config.workerConcurrency}, ${config.compiled ? 'compiled' : 'from source'}`;
+  console.log(`services: ${services}, node ${config.serviceNodeFlags.join(' ')}\n`);
   for (const row of rows) {
     console.log(`${row.name}`);
     const { samples: _samples, ...figures } = row.figures as { samples?: unknown };
