@@ -14,6 +14,7 @@ import type { Task } from '../../services/core/src/tasks/model.ts';
 import type { TaskType } from '../../services/core/src/tasks/handler.ts';
 import { Worker } from '../../services/worker/src/worker.ts';
 import { deleteExchanges, deleteQueues, dropDatabase, freshDatabaseUrl, freshQueueName } from './isolation.ts';
+import { backdate } from './repositories.ts';
 import { services } from './services.ts';
 import { testLog } from './system.ts';
 import { within } from './wait.ts';
@@ -110,8 +111,8 @@ export class CoreRig {
    * Moves a timestamp column of these rows `ms` into the past. The relay, the reaper and the sweeps read
    * PostgreSQL's clock, so this is how a test makes a task old without waiting.
    */
-  async backdate(ids: readonly string[], column: 'updated_at' | 'finished_at' | 'lease_expires_at' | 'run_at', ms: number): Promise<void> {
-    await this.db.query(`UPDATE tasks SET ${column} = now() - make_interval(secs => $2::float8 / 1000) WHERE id = ANY($1::uuid[])`, [ids, ms]);
+  async backdate(ids: readonly string[], column: Parameters<typeof backdate>[2], ms: number): Promise<void> {
+    await backdate(this.db, ids, column, ms);
   }
 
   /**

@@ -14,6 +14,7 @@ import { testLog } from './system.ts';
 
 export type Ctx = { urls: string[]; database: Database; repo: TasksRepository; attempts: AttemptsRepository; upkeep: TaskUpkeep; db: pg.Client };
 export type Repos = Pick<Ctx, 'repo' | 'attempts'>;
+
 /** Each suite gets its own database: the reaper and the sweeps act on every row, not only on a test's own. */
 export async function openDatabase(ctx: Ctx): Promise<void> {
   const url = await freshDatabaseUrl();
@@ -75,7 +76,7 @@ export async function finished({ repo, attempts }: Repos, status: 'completed' | 
 }
 
 /** Moves a timestamp column of these rows `ms` into the past: the clock the reaper, relay and sweeps read is PostgreSQL's. */
-export async function backdate(db: pg.Client, ids: readonly string[], column: 'lease_expires_at' | 'finished_at' | 'updated_at' | 'run_at', ms: number) {
+export async function backdate(db: pg.Client, ids: readonly string[], column: 'lease_expires_at' | 'finished_at' | 'updated_at' | 'run_at', ms: number): Promise<void> {
   await db.query(`UPDATE tasks SET ${column} = now() - make_interval(secs => $2::float8 / 1000) WHERE id = ANY($1::uuid[])`, [ids, ms]);
 }
 

@@ -104,7 +104,7 @@ const SETTLED = Object.freeze({ reason: 'the attempt settled' });
  * completed, failed (retried after its backoff while attempts are left), cancelled, or — when the lease was
  * lost or the worker hands the task back — nothing at all.
  */
-export async function runAttempt(deps: RunDeps, attempt: Attempt, handlerSettled: () => void = () => {}): Promise<void> {
+export async function runAttempt(deps: RunDeps, attempt: Attempt, handlerSettled: () => void): Promise<void> {
   const { task } = attempt;
   const log = deps.log.child({ taskId: task.id, type: task.type, attempt: task.attempts });
   log.info({ priority: task.priority }, 'task started');

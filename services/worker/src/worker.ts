@@ -85,15 +85,11 @@ export class Worker {
   }
 
   async #handle(delivery: Delivery): Promise<void> {
-    if (this.#state !== 'running' || !(await this.#slots.acquire())) {
+    const release = this.#state === 'running' ? await this.#slots.acquire() : null;
+    if (!release) {
       delivery.requeue();
       return;
     }
-    let held = true;
-    const release = () => {
-      if (held) this.#slots.release();
-      held = false;
-    };
     try {
       // Tracked until the attempt starts or is given back, so that a stop waits for it.
       const claiming = this.#claim(delivery);
