@@ -18,26 +18,57 @@ const { values: options } = parseArgs({
     tasks: { type: 'string', default: '50000' },
     workers: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '50' },
+    'latency-seconds': { type: 'string', default: '20' },
+    results: { type: 'string', default: join(import.meta.dirname, 'results') },
     source: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (options.help) {
-  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50] [--source]
-  --source runs the services from their TypeScript sources instead of the compiled build (npm run build), which the images run`);
+  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50]
+                  [--latency-seconds 20] [--results bench/results] [--source]
+  --tasks            tasks in the end-to-end run
+  --latency-seconds  how long each fixed rate (500/s, 2,000/s) is offered
+  --results          the folder for <time>.json and the services' logs
+  --source           runs the services from their TypeScript sources instead of the compiled build (npm run build),
+                     which the images run`);
   process.exit(0);
 }
 
+/** A numeric option as a positive whole number: a typo must not turn into a benchmark of NaN tasks. */
+function count(name: keyof typeof options): number {
+  const value = Number(options[name]);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    console.error(`bench: --${name} must be a positive whole number, not '${options[name]}'`);
+    process.exit(2);
+  }
+  return value;
+}
+const BENCHMARKS = ['single', 'batch', 'e2e', 'latency'] as const;
+type Benchmark = (typeof BENCHMARKS)[number];
+const isBenchmark = (name: string): name is Benchmark => (BENCHMARKS as readonly string[]).includes(name);
+const chosen = options.only.split(',').filter(Boolean);
+const unknown = chosen.filter((name) => !isBenchmark(name));
+if (unknown.length > 0) {
+  console.error(`bench: unknown benchmark '${unknown.join("', '")}'; known: ${BENCHMARKS.join(', ')}`);
+  process.exit(2);
+}
+const sizes = {
+  tasks: count('tasks'),
+  soakTasks: count('soak-tasks'),
+  latencySeconds: count('latency-seconds'),
+};
+
 const root = join(import.meta.dirname, '..');
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const resultsDir = join(root, 'bench', 'results');
+const resultsDir = options.results;
 const logDir = join(resultsDir, stamp);
 mkdirSync(logDir, { recursive: true });
 const settings = {
   databaseUrl: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres',
   amqpUrl: process.env['AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672',
-  workers: Number(options.workers),
-  workerConcurrency: Number(options.concurrency),
+  workers: count('workers'),
+  workerConcurrency: count('concurrency'),
   logDir,
   compiled: !options.source,
   env: { LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'info' },
@@ -135,7 +166,7 @@ async function submitAll(system: BenchSystem, total: number): Promise<LoadResult
   return { mode: 'single submits', ...rate };
 }
 
-const SCENARIOS: Record<string, () => Promise<Outcome[]>> = {
+const SCENARIOS: Record<Benchmark, () => Promise<Outcome[]>> = {
   single: async () => [
     await measured('single submit (64 connections)', async (system) => {
       const r = await load({ mode: 'closed', url: system.apiUrl, key: system.key, connections: 64, warmupMs: 2_000, durationMs: 10_000 });
@@ -150,8 +181,8 @@ const SCENARIOS: Record<string, () => Promise<Outcome[]>> = {
     }, false),
   ],
   e2e: async () => [
-    await measured(`end to end (${options.tasks} echo tasks)`, async (system) => {
-      const total = Number(options.tasks);
+    await measured(`end to end (${sizes.tasks} echo tasks)`, async (system) => {
+      const total = sizes.tasks;
       const submitted = await submitAll(system, total);
       await waitFinished(system, submitted.tasks, 600_000);
       const { rows } = await system.db.query<{ seconds: number }>(`SELECT extract(epoch FROM max(finished_at) - min(created_at))::float8 AS seconds FROM tasks`);
@@ -164,8 +195,8 @@ const SCENARIOS: Record<string, () => Promise<Outcome[]>> = {
 
 /** Submit→start and submit→complete percentiles at a fixed offered rate, from the tasks' own timestamps. */
 function latencyAt(rate: number): Promise<Outcome> {
-  return measured(`latency at ${rate} tasks/s (20 s)`, async (system) => {
-    const r = await load({ mode: 'open', url: system.apiUrl, key: system.key, ratePerSecond: rate, durationMs: 20_000 });
+  return measured(`latency at ${rate} tasks/s (${sizes.latencySeconds} s)`, async (system) => {
+    const r = await load({ mode: 'open', url: system.apiUrl, key: system.key, ratePerSecond: rate, durationMs: sizes.latencySeconds * 1000 });
     await waitFinished(system, r.tasks, 120_000);
     const percentiles = async (interval: string, from = 'tasks') => {
       const { rows } = await system.db.query<{ p: number[] }>(
@@ -215,12 +246,8 @@ function soak(total: number): Promise<Outcome> {
 
 const machine = await describeMachine(settings.databaseUrl, settings.amqpUrl);
 const outcomes: Outcome[] = [];
-for (const name of options.only.split(',').filter(Boolean)) {
-  const scenario = SCENARIOS[name];
-  if (!scenario) throw new Error(`unknown benchmark '${name}'; known: ${Object.keys(SCENARIOS).join(', ')}`);
-  outcomes.push(...(await scenario()));
-}
-if (options.soak) outcomes.push(await soak(Number(options['soak-tasks'])));
+for (const name of chosen.filter(isBenchmark)) outcomes.push(...(await SCENARIOS[name]()));
+if (options.soak) outcomes.push(await soak(sizes.soakTasks));
 
 const configuration = { ...settings, serviceNodeFlags: SERVICE_NODE_FLAGS, env: { ...settings.env, RATE_LIMIT_PER_SECOND: '0', AUTH_MODE: 'apikey' } };
 const run = { at: new Date().toISOString(), machine, configuration, outcomes };

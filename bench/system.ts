@@ -115,8 +115,14 @@ export class BenchSystem {
     const apiUrl = `http://127.0.0.1:${port}`;
     const system = new BenchSystem({ apiUrl, key, db: new pg.Client({ connectionString: url.toString() }), databaseUrl: url.toString(), queue: env.TASKS_QUEUE });
     system.#spawn('api', entry('api', options.compiled), env, options.logDir, `${apiUrl}/metrics`);
-    await system.#ready(`${apiUrl}/readyz`);
-    await system.db.connect();
+    try {
+      await system.#ready(`${apiUrl}/readyz`);
+      await system.db.connect();
+    } catch (error) {
+      // An API that never became ready must not outlive the bench, nor its database and queue.
+      await system.stop();
+      throw error;
+    }
     system.#workers = { env, count: options.workers, concurrency: options.workerConcurrency, logDir: options.logDir, compiled: options.compiled };
     return system;
   }

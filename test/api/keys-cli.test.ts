@@ -1,12 +1,10 @@
-import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { API_KEY_PATTERN, newApiKey } from '../../services/core/src/auth/api-key.ts';
 import { newId } from '../../services/core/src/ids.ts';
-import { ENTRY_POINTS, killAll, type LogLine, ROOT, spawnService } from '../support/processes.ts';
+import { ENTRY_POINTS, killAll, type LogLine, runScript, type ScriptRun, spawnService } from '../support/processes.ts';
 import { apiKeyRows, bearer, sqlRows, type StartedApi, TASKS } from '../support/keys.ts';
 import { request, TestWorld } from '../support/system.ts';
 
@@ -27,34 +25,13 @@ test.after(async (ctx) => {
   await ctx.world.teardown();
 });
 
-type Run = { code: number | null; stdout: string; stderr: string };
-
 /** `npm run keys -- …args`, as a child process on this Node, with only DATABASE_URL set. */
-function keys(ctx: Ctx, ...args: string[]): Promise<Run> {
-  const child = spawn(process.execPath, [join(ROOT, 'scripts/keys.ts'), ...args], {
-    cwd: ROOT,
-    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', DATABASE_URL: ctx.world.env['DATABASE_URL'] as string },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`keys ${args.join(' ')}: still running after ${RUN_MS} ms\n${stdout}${stderr}`));
-    }, RUN_MS);
-    child.once('error', reject);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function keys(ctx: Ctx, ...args: string[]): Promise<ScriptRun> {
+  return runScript('scripts/keys.ts', args, { DATABASE_URL: ctx.world.env['DATABASE_URL'] as string }, RUN_MS);
 }
 
 /** The key `list` prints on the line for `id`, split into its tab-separated fields. */
-function listed(run: Run, id: string): string[] | undefined {
+function listed(run: ScriptRun, id: string): string[] | undefined {
   return run.stdout.split('\n').map((line) => line.split('\t')).find((fields) => fields[0] === id);
 }
 

@@ -268,3 +268,33 @@ export async function killAll(): Promise<void> {
   await Promise.all([...started].map((service) => service.kill()));
   started.clear();
 }
+
+export type ScriptRun = { code: number | null; stdout: string; stderr: string };
+
+/**
+ * Runs `file` (a command-line script, relative to the project root) with `args` to its end, with only `env`
+ * (plus PATH and HOME) as its environment, and answers with its exit code and output. A script still running
+ * after `timeoutMs` is killed and the call rejects with what it printed.
+ */
+export function runScript(file: string, args: readonly string[], env: Record<string, string>, timeoutMs: number): Promise<ScriptRun> {
+  const child = spawn(process.execPath, [join(ROOT, file), ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: process.env['HOME'] ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${file} ${args.join(' ')}: still running after ${timeoutMs} ms\n${stdout}${stderr}`));
+    }, timeoutMs);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
