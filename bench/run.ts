@@ -1,10 +1,12 @@
 // `npm run bench`: measures Conveyor on this machine. Each benchmark gets a fresh database and queue and its
-// own API and worker processes; the load comes from a separate process over keep-alive HTTP. Prints a table
-// and writes bench/results/<time>.json. `npm run bench -- --help` lists the options.
+// own API and worker processes; the load comes from a separate process over keep-alive HTTP. `broker` measures
+// RabbitMQ alone, the ceiling under everything else. Prints a table and writes bench/results/<time>.json.
+// `npm run bench -- --help` lists the options.
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { BrokerJob, BrokerResult } from './broker.ts';
 import type { LoadJob, LoadResult } from './load.ts';
 import { describeMachine } from './machine.ts';
 import { SERVICE_NODE_FLAGS } from '../scripts/node-flags.ts';
@@ -12,23 +14,25 @@ import { BenchSystem, cpuOf, type ProcessCost } from './system.ts';
 
 const { values: options } = parseArgs({
   options: {
-    only: { type: 'string', default: 'single,batch,e2e,latency' },
+    only: { type: 'string', default: 'single,batch,e2e,latency,broker' },
     soak: { type: 'boolean', default: false },
     'soak-tasks': { type: 'string', default: '1000000' },
     tasks: { type: 'string', default: '50000' },
     workers: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '50' },
     'latency-seconds': { type: 'string', default: '20' },
+    'broker-messages': { type: 'string', default: '60000' },
     results: { type: 'string', default: join(import.meta.dirname, 'results') },
     source: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (options.help) {
-  console.log(`npm run bench -- [--only single,batch,e2e,latency] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1] [--concurrency 50]
-                  [--latency-seconds 20] [--results bench/results] [--source]
+  console.log(`npm run bench -- [--only single,batch,e2e,latency,broker] [--soak] [--soak-tasks 1000000] [--tasks 50000] [--workers 1]
+                  [--concurrency 50] [--latency-seconds 20] [--broker-messages 60000] [--results bench/results] [--source]
   --tasks            tasks in the end-to-end run
   --latency-seconds  how long each fixed rate (500/s, 2,000/s) is offered
+  --broker-messages  messages through RabbitMQ alone, spread over 1, 2 and 4 queues
   --results          the folder for <time>.json and the services' logs
   --source           runs the services from their TypeScript sources instead of the compiled build (npm run build),
                      which the images run`);
@@ -44,7 +48,7 @@ function count(name: keyof typeof options): number {
   }
   return value;
 }
-const BENCHMARKS = ['single', 'batch', 'e2e', 'latency'] as const;
+const BENCHMARKS = ['single', 'batch', 'e2e', 'latency', 'broker'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 const isBenchmark = (name: string): name is Benchmark => (BENCHMARKS as readonly string[]).includes(name);
 const chosen = options.only.split(',').filter(Boolean);
@@ -57,6 +61,7 @@ const sizes = {
   tasks: count('tasks'),
   soakTasks: count('soak-tasks'),
   latencySeconds: count('latency-seconds'),
+  brokerMessages: count('broker-messages'),
 };
 
 const root = join(import.meta.dirname, '..');
@@ -93,15 +98,16 @@ async function commits(system: BenchSystem): Promise<number> {
   return rows[0]?.n ?? 0;
 }
 
-/** Runs one load job in its own process. */
-function load(job: LoadJob): Promise<LoadResult> {
+/** Runs one job of a bench script (`load.ts`, `broker.ts`) in its own process, and answers with its result. */
+function runJob<R>(script: string, job: unknown): Promise<R> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(import.meta.dirname, 'load.ts'), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(import.meta.dirname, script), JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (chunk) => (out += chunk));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as R) : reject(new Error(`${script} exited ${code}`))));
   });
 }
+const load = (job: LoadJob) => runJob<LoadResult>('load.ts', job);
 
 /** Runs `body` against a fresh system, measuring every process (and PostgreSQL and RabbitMQ) while it runs. */
 async function measured(name: string, body: (system: BenchSystem) => Promise<Record<string, unknown>>, withWorkers: boolean): Promise<Outcome> {
@@ -191,7 +197,27 @@ const SCENARIOS: Record<Benchmark, () => Promise<Outcome[]>> = {
     }, true),
   ],
   latency: async () => [await latencyAt(500), await latencyAt(2000)],
+  broker: async () => {
+    const outcomes: Outcome[] = [];
+    for (const backlog of [false, true]) for (const queues of [1, 2, 4]) outcomes.push(await brokerAlone(queues, backlog));
+    return outcomes;
+  },
 };
+
+/**
+ * RabbitMQ alone, without Conveyor: the rate of persistent task messages through `queues` priority queues,
+ * published under confirms and consumed with acks, either at once or with the queue filled first (see
+ * {@link BrokerJob}). The ceiling one queue sets, and what more queues lift.
+ */
+async function brokerAlone(queues: number, backlog: boolean): Promise<Outcome> {
+  const name = `RabbitMQ alone (${queues} queue${queues > 1 ? 's' : ''}, ${sizes.brokerMessages} messages, ${backlog ? 'published first, then consumed' : 'consumed as published'})`;
+  console.error(`bench: ${name}…`);
+  const [pg0, mq0] = [cpuOf('postgres'), cpuOf('beam.smp')];
+  const job: BrokerJob = { amqpUrl: settings.amqpUrl, queues, messages: sizes.brokerMessages, inFlightPerQueue: 256, backlog };
+  const result = await runJob<BrokerResult>('broker.ts', job);
+  const round = (n: number) => Math.round(n * 100) / 100;
+  return { name, figures: result, costs: [], postgresCpuSeconds: round(cpuOf('postgres') - pg0), rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0), postgresTransactions: 0 };
+}
 
 /** Submit→start and submit→complete percentiles at a fixed offered rate, from the tasks' own timestamps. */
 function latencyAt(rate: number): Promise<Outcome> {

@@ -56,7 +56,7 @@ function assertPercentiles(value: unknown, what: string): void {
 
 test('end to end and latency: every task checked in the database, each process measured, the JSON written, nothing left behind', async (ctx) => {
   const before = await benchDatabases(ctx);
-  const run = await bench(ctx, '--only', 'e2e,latency', '--tasks', '2000', '--latency-seconds', '2');
+  const run = await bench(ctx, '--only', 'e2e,latency,broker', '--tasks', '2000', '--latency-seconds', '2', '--broker-messages', '3000');
   assert.is(run.code, 0, run.stderr);
 
   const file = /^results: (.+\.json)$/m.exec(run.stdout)?.[1];
@@ -70,8 +70,17 @@ test('end to end and latency: every task checked in the database, each process m
   assert.is(results.configuration['workers'], 1);
   assert.is(results.configuration['compiled'], true);
 
-  assert.equal(results.outcomes.map((o) => o.name), ['end to end (2000 echo tasks)', 'latency at 500 tasks/s (2 s)', 'latency at 2000 tasks/s (2 s)']);
-  const [e2e, at500] = results.outcomes as [Outcome, Outcome, Outcome];
+  assert.equal(results.outcomes.map((o) => o.name), [
+    'end to end (2000 echo tasks)',
+    'latency at 500 tasks/s (2 s)',
+    'latency at 2000 tasks/s (2 s)',
+    ...['consumed as published', 'published first, then consumed'].flatMap((how) => [
+      `RabbitMQ alone (1 queue, 3000 messages, ${how})`,
+      `RabbitMQ alone (2 queues, 3000 messages, ${how})`,
+      `RabbitMQ alone (4 queues, 3000 messages, ${how})`,
+    ]),
+  ]);
+  const [e2e, at500, , ...broker] = results.outcomes as [Outcome, Outcome, Outcome, ...Outcome[]];
   assert.is(e2e.figures['tasks'], 2000);
   assert.is(e2e.figures['completed'], 2000);
   assert.is(e2e.figures['firstAttempt'], 2000);
@@ -89,7 +98,17 @@ test('end to end and latency: every task checked in the database, each process m
   const complete = at500.figures['submitToCompleteMs'] as Percentiles;
   assert.ok(start.p50 <= complete.p50, 'a task completes after it starts');
 
-  for (const outcome of results.outcomes) {
+  // RabbitMQ alone: every message published under confirms was consumed, over each number of queues.
+  for (const [n, outcome] of broker.entries()) {
+    assert.is(outcome.figures['queues'], [1, 2, 4][n % 3]);
+    assert.is(outcome.figures['backlog'], n >= 3);
+    if (n >= 3) assert.ok(Number(outcome.figures['publishedPerSecond']) > 0 && Number(outcome.figures['consumedPerSecond']) > 0, JSON.stringify(outcome.figures));
+    assert.ok(Number(outcome.figures['messages']) >= 3000, JSON.stringify(outcome.figures));
+    assert.ok(Number(outcome.figures['perSecond']) > 0, JSON.stringify(outcome.figures));
+    assert.ok(outcome.rabbitmqCpuSeconds > 0, JSON.stringify(outcome));
+  }
+
+  for (const outcome of results.outcomes.slice(0, 3)) {
     assert.equal(outcome.costs.map((c) => c.name), ['api', 'worker-0'], outcome.name);
     for (const cost of outcome.costs) {
       assert.ok(cost.peakRssMb > 20, `${outcome.name} ${cost.name}: ${JSON.stringify(cost)}`);
