@@ -2,7 +2,10 @@ import amqplib from 'amqplib';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BrokerUnavailable } from '../../services/core/src/errors.ts';
-import { Maintenance, reconcileQueued, sweepRetention } from '../../services/core/src/tasks/maintenance.ts';
+import { newId } from '../../services/core/src/ids.ts';
+import type { Publisher } from '../../services/core/src/queue/publisher.ts';
+import { decodeTaskMessage, encodeTaskMessage } from '../../services/core/src/queue/topology.ts';
+import { LostMessages, Maintenance, sweepRetention } from '../../services/core/src/tasks/maintenance.ts';
 import { Relay } from '../../services/core/src/tasks/relay.ts';
 import { TaskStatus } from '../../services/core/src/tasks/state.ts';
 import { publishTask } from '../../services/core/src/tasks/submit.ts';
@@ -35,29 +38,41 @@ async function purge(queue: string): Promise<void> {
   }
 }
 
-test('reconcileQueued leaves queued tasks alone while RabbitMQ holds a message for each', async ({ rig }) => {
+/** Publishes `count` tasks through the submit path, each backdated (oldest first) past the one-minute stale mark. */
+async function queuedLongAgo(rig: CoreRig, publisher: Publisher, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) ids.push((await publishTask({ repository: rig.repo, publisher, log: testLog }, await rig.insert())).id);
+  for (const [n, id] of ids.entries()) await rig.backdate([id], 'updated_at', (20 - n) * MINUTE);
+  return ids;
+}
+
+async function republishedEvents(rig: CoreRig): Promise<number> {
+  const { rows } = await rig.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM task_events WHERE kind = 'republished'`);
+  return rows[0]?.n ?? 0;
+}
+
+test('LostMessages leaves queued tasks alone while RabbitMQ holds a message for each', async ({ rig }) => {
   const { publisher, connected } = await rig.connect();
   await connected();
-  const deps = { repository: rig.repo, publisher, log: testLog };
-  const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert())).id);
-  await rig.backdate(ids, 'updated_at', 10 * MINUTE);
+  const ids = await queuedLongAgo(rig, publisher, 3);
+  const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog);
 
-  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 0);
+  assert.is(await lost.check(), 0);
+  assert.is(await lost.check(), 0);
   assert.is(await rig.countIn(ids, TaskStatus.queued), 3);
   assert.is(await queueDepth(rig.queue), 3, 'nothing was published twice');
 });
 
-test('reconcileQueued sends stale queued tasks back through the relay when RabbitMQ lost their messages', async ({ rig }) => {
+test('LostMessages sends stale queued tasks back through the relay when RabbitMQ lost their messages, on the second check', async ({ rig }) => {
   const { broker, publisher, connected } = await rig.connect();
   await connected();
-  const deps = { repository: rig.repo, publisher, log: testLog };
-  const ids: string[] = [];
-  for (let i = 0; i < 3; i++) ids.push((await publishTask(deps, await rig.insert())).id);
-  await rig.backdate(ids, 'updated_at', 10 * MINUTE);
+  const ids = await queuedLongAgo(rig, publisher, 3);
   await purge(rig.queue);
+  const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog);
 
-  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 3);
+  assert.is(await lost.check(), 0, 'the first check only suspects');
+  assert.is(await rig.countIn(ids, TaskStatus.queued), 3);
+  assert.is(await lost.check(), 3);
   assert.is(await rig.countIn(ids, TaskStatus.pending), 3);
 
   const relay = new Relay({ upkeep: rig.upkeep, publisher, broker, intervalMs: 600_000 }, testLog);
@@ -66,28 +81,94 @@ test('reconcileQueued sends stale queued tasks back through the relay when Rabbi
   await relay.relayOnce();
   assert.is(await rig.countIn(ids, TaskStatus.queued), 3);
   assert.is(await queueDepth(rig.queue), 3, 'one message per task again');
+  assert.is(await lost.check(), 0, 'with a message for each again, nothing is suspected');
 });
 
-test('reconcileQueued sends back only tasks queued for longer than staleMs', async ({ rig }) => {
+test('LostMessages sends back only as many tasks as RabbitMQ is short of, the longest queued first', async ({ rig }) => {
   const { publisher, connected } = await rig.connect();
   await connected();
-  const deps = { repository: rig.repo, publisher, log: testLog };
-  const stale = (await publishTask(deps, await rig.insert())).id;
-  const fresh = (await publishTask(deps, await rig.insert())).id;
-  await rig.backdate([stale], 'updated_at', 10 * MINUTE);
+  const ids = await queuedLongAgo(rig, publisher, 5);
   await purge(rig.queue);
+  // Three messages stand in for three of the five: RabbitMQ is two short.
+  const connection = await amqplib.connect((await services()).amqpUrl);
+  try {
+    const channel = await connection.createConfirmChannel();
+    for (let i = 0; i < 3; i++) channel.sendToQueue(rig.queue, encodeTaskMessage({ taskId: newId(), type: 'echo', priority: 5 }), { persistent: true, priority: 5 });
+    await channel.waitForConfirms();
+  } finally {
+    await connection.close();
+  }
+  const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog);
+
+  assert.is(await lost.check(), 0);
+  assert.is(await lost.check(), 2);
+  assert.equal(Object.fromEntries(await rig.statuses(ids)), Object.fromEntries(ids.map((id, n) => [id, n < 2 ? TaskStatus.pending : TaskStatus.queued])));
+});
+
+test('LostMessages sends a loss larger than its batch back a batch per check, after the first', async ({ rig }) => {
+  const { publisher, connected } = await rig.connect();
+  await connected();
+  const ids = await queuedLongAgo(rig, publisher, 5);
+  await purge(rig.queue);
+  const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog, 2);
+
+  const sent = [];
+  for (let check = 0; check < 5; check++) sent.push(await lost.check());
+  assert.equal(sent, [0, 2, 2, 1, 0]);
+  assert.is(await rig.countIn(ids, TaskStatus.pending), 5);
+});
+
+test('LostMessages sends back only tasks queued for longer than staleMs', async ({ rig }) => {
+  const { publisher, connected } = await rig.connect();
+  await connected();
+  const [stale] = await queuedLongAgo(rig, publisher, 1);
+  const fresh = (await publishTask({ repository: rig.repo, publisher, log: testLog }, await rig.insert())).id;
+  await purge(rig.queue);
+  const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog);
 
   // A message published a moment ago may not be counted yet; a young task is given time before it is called lost.
-  assert.is(await reconcileQueued(rig.upkeep, () => publisher.depth(), MINUTE, testLog), 1);
-  assert.equal(Object.fromEntries(await rig.statuses([stale, fresh])), { [stale]: TaskStatus.pending, [fresh]: TaskStatus.queued });
+  assert.is(await lost.check(), 0);
+  assert.is(await lost.check(), 1);
+  assert.equal(Object.fromEntries(await rig.statuses([stale as string, fresh])), { [stale as string]: TaskStatus.pending, [fresh]: TaskStatus.queued });
 });
 
-test('reconcileQueued compares nothing while RabbitMQ is unreachable', async ({ rig }) => {
+test('LostMessages does not take a message a worker holds unacked for a lost one', async ({ rig }) => {
   const { publisher, connected } = await rig.connect();
   await connected();
-  const deps = { repository: rig.repo, publisher, log: testLog };
-  const id = (await publishTask(deps, await rig.insert())).id;
-  await rig.backdate([id], 'updated_at', 10 * MINUTE);
+  const ids = await queuedLongAgo(rig, publisher, 3);
+  // A worker has taken the first message and not yet claimed its task: RabbitMQ counts two ready messages for three queued tasks.
+  const connection = await amqplib.connect((await services()).amqpUrl);
+  try {
+    const channel = await connection.createChannel();
+    await channel.prefetch(1);
+    let resolveHeld: (message: amqplib.ConsumeMessage) => void = () => undefined;
+    const held = new Promise<amqplib.ConsumeMessage>((resolve) => (resolveHeld = resolve));
+    const { consumerTag } = await channel.consume(rig.queue, (message) => message && resolveHeld(message));
+    const message = await held;
+    // This worker takes no more: the next message stays ready.
+    await channel.cancel(consumerTag);
+    assert.is(decodeTaskMessage(message.content, 5)?.taskId, ids[0]);
+    assert.is(await queueDepth(rig.queue), 2);
+    const lost = new LostMessages(rig.upkeep, () => publisher.depth(), MINUTE, testLog);
+
+    assert.is(await lost.check(), 0, 'one task is suspected, none sent back');
+    // The worker claims the task and acks, as it does within moments of a delivery.
+    assert.ok(await rig.attempts.claimTask(ids[0] as string, 'worker-1', MINUTE));
+    channel.ack(message);
+    assert.is(await lost.check(), 0);
+    assert.is(await lost.check(), 0);
+  } finally {
+    await connection.close();
+  }
+  assert.is(await republishedEvents(rig), 0);
+  assert.is(await rig.countIn(ids.slice(1), TaskStatus.queued), 2);
+  assert.is(await queueDepth(rig.queue), 2, 'nothing was published twice');
+});
+
+test('LostMessages compares nothing while RabbitMQ is unreachable', async ({ rig }) => {
+  const { publisher, connected } = await rig.connect();
+  await connected();
+  const [id] = await queuedLongAgo(rig, publisher, 1);
   await publisher.stop();
   const unreachable = () => publisher.depth();
   try {
@@ -96,8 +177,10 @@ test('reconcileQueued compares nothing while RabbitMQ is unreachable', async ({ 
   } catch (error) {
     assert.instance(error, BrokerUnavailable);
   }
-  assert.is(await reconcileQueued(rig.upkeep, unreachable, MINUTE, testLog), 0);
-  assert.is((await rig.repo.getTask(id)).status, TaskStatus.queued, 'an outage is not a lost message');
+  const lost = new LostMessages(rig.upkeep, unreachable, MINUTE, testLog);
+  assert.is(await lost.check(), 0);
+  assert.is(await lost.check(), 0);
+  assert.is((await rig.repo.getTask(id as string)).status, TaskStatus.queued, 'an outage is not a lost message');
 });
 
 test('sweepRetention deletes every expired finished task, past one batch, and keeps the rest', async ({ rig }) => {

@@ -78,7 +78,7 @@ maintenance('concurrent reapers settle each expired lease exactly once', async (
   assert.is(rows[0]?.most, 1, "no task got 'worker lost' twice");
 });
 
-maintenance('republishStaleQueued sends tasks queued for too long back to pending, oldest first, in batches', async ({ repo, upkeep, db }) => {
+maintenance('staleQueued lists tasks queued for too long, longest first; republishQueued sends back those unchanged since', async ({ repo, attempts, upkeep, db }) => {
   const queue = async () => {
     const task = await insert(repo);
     await repo.markQueued([task]);
@@ -90,18 +90,25 @@ maintenance('republishStaleQueued sends tasks queued for too long back to pendin
   await backdate(db, [stale[0]?.id as string], 'updated_at', 1_800_000);
   await backdate(db, [stale[1]?.id as string], 'updated_at', 1_200_000);
   await backdate(db, [stale[2]?.id as string, pendingOld.id], 'updated_at', 600_000);
+  const staleIds = stale.map((t) => t.id);
+  const mine = <T extends { id: string }>(seen: readonly T[]) => seen.filter((t) => [...staleIds, fresh.id, pendingOld.id].includes(t.id));
 
-  // Small batches keep each statement's row locks few and short: `limit` is a promise, not a hint.
-  assert.is(await upkeep.republishStaleQueued(300_000, 2), 2, 'the first batch holds `limit` rows');
-  const statuses = async () => Promise.all(stale.map(async (t) => (await repo.getTask(t.id)).status));
-  assert.equal(await statuses(), [TaskStatus.pending, TaskStatus.pending, TaskStatus.queued], 'the longest queued go first');
-  assert.is(await upkeep.republishStaleQueued(300_000, 2), 1);
-  assert.is(await upkeep.republishStaleQueued(300_000, 2), 0);
-  for (const task of stale) {
-    const now = await repo.getTask(task.id);
-    assert.is(now.status, TaskStatus.pending);
-    assert.ok(ms(now.runAt) <= Date.now(), 'due at once, for the relay');
-  }
+  assert.equal(mine(await upkeep.staleQueued(300_000, 100)).map((t) => t.id), staleIds, 'the longest queued first; fresh and pending tasks are not listed');
+  assert.is((await upkeep.staleQueued(300_000, 2)).length, 2, '`limit` bounds the list');
+  const seen = mine(await upkeep.staleQueued(300_000, 100));
+
+  // Since they were seen, the second task was queued again (a new updated_at) and the third was claimed.
+  await backdate(db, [staleIds[1] as string], 'updated_at', 900_000);
+  assert.ok(await attempts.claimTask(staleIds[2] as string, 'worker-1', 60_000));
+  assert.equal(await upkeep.republishQueued(seen), [staleIds[0]]);
+  assert.equal(await upkeep.republishQueued(seen), [], 'a task sent back is not sent back twice');
+
+  const sent = await repo.getTask(staleIds[0] as string);
+  assert.is(sent.status, TaskStatus.pending);
+  assert.ok(ms(sent.runAt) <= Date.now(), 'due at once, for the relay');
+  assert.equal((await repo.taskEvents(sent.id)).map((e) => e.kind).slice(-1), ['republished']);
+  assert.is((await repo.getTask(staleIds[1] as string)).status, TaskStatus.queued);
+  assert.is((await repo.getTask(staleIds[2] as string)).status, TaskStatus.in_progress);
   assert.is((await repo.getTask(fresh.id)).status, TaskStatus.queued, 'a recently queued task is left');
   assert.is((await repo.getTask(pendingOld.id)).status, TaskStatus.pending);
 });

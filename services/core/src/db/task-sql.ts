@@ -44,6 +44,9 @@ export const backlogRow = sql.type(z.object({ pending: z.number(), queued: z.num
 export const workerRow = sql.type(z.object({ workerId: z.string(), count: z.number() }));
 export const statusCountRow = sql.type(z.object({ status: z.string(), count: z.number() }));
 export const outboxRow = sql.type(z.object({ due: z.number(), oldestSeconds: z.number() }));
+const QueuedSinceRow = z.object({ id: z.uuid(), updatedAt: z.string() });
+export type QueuedSince = z.infer<typeof QueuedSinceRow>;
+export const queuedSinceRow = sql.type(QueuedSinceRow);
 
 export const statuses = (list: readonly TaskStatus[]) => sql.array([...list], sql.fragment`task_status[]`);
 export const ms = (value: number) => sql.fragment`make_interval(secs => ${value / 1000})`;

@@ -8,9 +8,12 @@ import {
   type Fragment,
   idRow,
   LEASE_RELEASED,
+  lockedInOrder,
   logged,
   ms,
   outboxRow,
+  type QueuedSince,
+  queuedSinceRow,
   RELAY_SETTLE_MS,
   statusCountRow,
   statuses,
@@ -140,20 +143,39 @@ export class TaskUpkeep {
     return translated(() => this.#pool.oneFirst(countRow`SELECT count(*)::int AS count FROM tasks WHERE status = ${status}`));
   }
 
-  /** Puts tasks `queued` for longer than `olderThanMs` back to `pending`, for the relay to publish again. */
-  async republishStaleQueued(olderThanMs: number, limit: number): Promise<number> {
+  /**
+   * Up to `limit` tasks `queued` for longer than `olderThanMs`, the longest queued first, each with its
+   * `updated_at` as PostgreSQL's text (exact to the microsecond), so that {@link republishQueued} can tell
+   * whether the task moved since.
+   */
+  async staleQueued(olderThanMs: number, limit: number): Promise<readonly QueuedSince[]> {
+    return translated(() =>
+      this.#pool.any(queuedSinceRow`
+        SELECT id, updated_at::text AS "updatedAt" FROM tasks
+        WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
+        ORDER BY updated_at LIMIT ${limit}`),
+    );
+  }
+
+  /**
+   * Puts these tasks back to `pending`, for the relay to publish again: each only while it is still `queued`
+   * and unchanged since it was seen (same `updated_at`). @returns the ids it moved.
+   */
+  async republishQueued(seen: readonly QueuedSince[]): Promise<readonly string[]> {
+    if (seen.length === 0) return [];
+    const ids = sql.array(seen.map((t) => t.id), 'uuid');
+    const since = sql.array(seen.map((t) => t.updatedAt), 'text');
+    const unchanged = sql.fragment`(id, updated_at) IN (SELECT id, since::timestamptz FROM unnest(${ids}, ${since}) AS seen (id, since))
+      AND status = ANY(${statuses(Transition.republish.from)})`;
     const rows = await translated(() =>
       this.#pool.any(idRow`${logged(
         sql.fragment`UPDATE tasks SET status = ${Transition.republish.to}, updated_at = now(), run_at = now()
-          WHERE id = ANY(ARRAY(
-            SELECT id FROM tasks WHERE status = ${Status.queued} AND updated_at < now() - ${ms(olderThanMs)}
-            ORDER BY updated_at LIMIT ${limit} FOR UPDATE SKIP LOCKED))
-          AND status = ANY(${statuses(Transition.republish.from)})`,
+          WHERE id = ANY(${lockedInOrder(seen.map((t) => t.id), unchanged)}) AND ${unchanged}`,
         { kind: 'republished' },
         sql.fragment`id`,
       )}`),
     );
-    return rows.length;
+    return rows.map((row) => row.id);
   }
 
   /**

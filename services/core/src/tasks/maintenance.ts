@@ -28,28 +28,55 @@ export async function reapExpiredLeases(upkeep: TaskUpkeep, log: Logger, metrics
 
 /**
  * Finds `queued` tasks whose message RabbitMQ no longer holds (queue purged or deleted) and sends them back
- * through the relay. A message cannot be looked up by id, so when the queue holds fewer ready messages than
- * there are queued tasks, those queued for longer than `staleMs` are published again; a duplicate of a
- * message that was not lost after all is dropped by the worker's claim.
- * @returns how many tasks it sent back.
+ * through the relay. A message cannot be looked up by id, and RabbitMQ counts only ready messages, not those a
+ * consumer holds unacked, so the count of ready messages trails the count of queued tasks whenever workers are
+ * taking messages. Two rules keep that from passing for loss. Only as many tasks as are missing from the count
+ * are suspected: those queued longest (for longer than `staleMs`). And a suspect is sent back only when it is
+ * still suspected, unchanged, one check later: a held message's task is claimed by then. A duplicate of a message
+ * that was not lost after all is dropped by the worker's claim.
  */
-export async function reconcileQueued(
-  upkeep: TaskUpkeep,
-  readyMessages: () => Promise<number>,
-  staleMs: number,
-  log: Logger,
-): Promise<number> {
-  const queued = await upkeep.countByStatus(TaskStatus.queued);
-  if (queued === 0) return 0;
-  // While RabbitMQ is unreachable nothing can be compared; the relay is what catches up after the outage.
-  const ready = await readyMessages().catch((error: unknown) => {
-    if (error instanceof BrokerUnavailable) return Number.POSITIVE_INFINITY;
-    throw error;
-  });
-  if (ready >= queued) return 0;
-  const republished = await upkeep.republishStaleQueued(staleMs, BATCH);
-  if (republished > 0) log.warn({ republished }, 'queued tasks missing from RabbitMQ sent back to the relay');
-  return republished;
+export class LostMessages {
+  readonly #upkeep: TaskUpkeep;
+  readonly #readyMessages: () => Promise<number>;
+  readonly #staleMs: number;
+  readonly #log: Logger;
+  readonly #batch: number;
+  /** The suspects of the last check, with their `updated_at` then. */
+  #suspects = new Map<string, string>();
+
+  /** `batch`: the most tasks one check suspects, and so sends back. */
+  constructor(upkeep: TaskUpkeep, readyMessages: () => Promise<number>, staleMs: number, log: Logger, batch = BATCH) {
+    this.#upkeep = upkeep;
+    this.#readyMessages = readyMessages;
+    this.#staleMs = staleMs;
+    this.#log = log;
+    this.#batch = batch;
+  }
+
+  /** One check. @returns how many tasks it sent back. */
+  async check(): Promise<number> {
+    const missing = await this.#missing();
+    const suspects = (limit: number) => (limit > 0 ? this.#upkeep.staleQueued(this.#staleMs, Math.min(limit, this.#batch)) : Promise.resolve([]));
+    const stale = await suspects(missing);
+    const republished = await this.#upkeep.republishQueued(stale.filter((t) => this.#suspects.get(t.id) === t.updatedAt));
+    // After sending some back, the next longest queued are suspected at once, so a large loss drains a batch per check.
+    const next = republished.length === 0 ? stale : await suspects(missing - republished.length);
+    this.#suspects = new Map(next.map((t) => [t.id, t.updatedAt]));
+    if (republished.length > 0) this.#log.warn({ republished: republished.length }, 'queued tasks missing from RabbitMQ sent back to the relay');
+    return republished.length;
+  }
+
+  /** How many more tasks are queued than RabbitMQ holds ready messages; 0 while RabbitMQ is unreachable. */
+  async #missing(): Promise<number> {
+    const queued = await this.#upkeep.countByStatus(TaskStatus.queued);
+    if (queued === 0) return 0;
+    // While RabbitMQ is unreachable nothing can be compared; the relay is what catches up after the outage.
+    const ready = await this.#readyMessages().catch((error: unknown) => {
+      if (error instanceof BrokerUnavailable) return Number.POSITIVE_INFINITY;
+      throw error;
+    });
+    return Math.max(0, queued - ready);
+  }
 }
 
 /** Deletes finished tasks past their retention, in small batches. @returns how many it deleted. */
@@ -75,12 +102,13 @@ export type ReaperOptions = {
 /** The stale requeue on a timer: expired leases reaped, then lost messages looked for. */
 export function createReaper(options: ReaperOptions, log: Logger): Periodic {
   const scoped = log.child({ component: 'reaper' });
+  const lost = new LostMessages(options.upkeep, options.readyMessages, options.queuedReconcileMs, scoped);
   return new Periodic(
     'reaper',
     options.intervalMs,
     async () => {
       await reapExpiredLeases(options.upkeep, scoped, options.metrics);
-      await reconcileQueued(options.upkeep, options.readyMessages, options.queuedReconcileMs, scoped);
+      await lost.check();
     },
     log,
   );
