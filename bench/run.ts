@@ -159,6 +159,7 @@ async function verify(system: BenchSystem, expected: number): Promise<{ complete
 
 async function hasBatchEndpoint(system: BenchSystem): Promise<boolean> {
   const res = await fetch(`${system.apiUrl}/api/v1/tasks/batch`, { method: 'POST', headers: { authorization: `Bearer ${system.key}`, 'content-type': 'application/json' }, body: '{"tasks":[]}' });
+  await res.arrayBuffer();
   return res.status !== 404 && res.status !== 405;
 }
 

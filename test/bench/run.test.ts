@@ -120,6 +120,12 @@ test('end to end and latency: every task checked in the database, each process m
   assert.match(run.stdout, /^end to end \(2000 echo tasks\)$/m);
   assert.match(run.stdout, /^ {2}api: peak RSS \d+ MB, CPU [\d.]+ s, event-loop delay p99 [\d.]+ ms$/m);
 
+  // Every request was answered and read to its end: the API logged no failure (a client that hung up on a
+  // 1,000-task answer made its write fail with EPIPE).
+  const apiLog = await readFile(join((file as string).replace(/\.json$/, ''), 'api.log'), 'utf8');
+  assert.ok(apiLog.includes('"msg":"listening"'), 'the API log was written');
+  assert.equal(apiLog.split('\n').filter((line) => line.includes('"level":"error"')), []);
+
   // Each benchmark's database is dropped when it ends.
   assert.equal(await benchDatabases(ctx), before);
 });
