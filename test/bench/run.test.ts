@@ -98,14 +98,14 @@ test('end to end and latency: every task checked in the database, each process m
   const complete = at500.figures['submitToCompleteMs'] as Percentiles;
   assert.ok(start.p50 <= complete.p50, 'a task completes after it starts');
 
-  // RabbitMQ alone: every message published under confirms was consumed, over each number of queues.
+  // RabbitMQ alone: every message published under confirms was consumed, over each number of queues. (Its CPU
+  // is read from this machine's processes, so it is not asserted: RabbitMQ may run elsewhere.)
   for (const [n, outcome] of broker.entries()) {
     assert.is(outcome.figures['queues'], [1, 2, 4][n % 3]);
     assert.is(outcome.figures['backlog'], n >= 3);
     if (n >= 3) assert.ok(Number(outcome.figures['publishedPerSecond']) > 0 && Number(outcome.figures['consumedPerSecond']) > 0, JSON.stringify(outcome.figures));
     assert.ok(Number(outcome.figures['messages']) >= 3000, JSON.stringify(outcome.figures));
     assert.ok(Number(outcome.figures['perSecond']) > 0, JSON.stringify(outcome.figures));
-    assert.ok(outcome.rabbitmqCpuSeconds > 0, JSON.stringify(outcome));
   }
 
   for (const outcome of results.outcomes.slice(0, 3)) {
