@@ -67,12 +67,10 @@ async function run(job: BrokerJob): Promise<BrokerResult> {
   for (const queue of queues) await assertTasksQueue(setup, queue);
   const each = Math.ceil(job.messages / job.queues);
   // A connection each for every queue's publisher and consumer, as separate API and worker processes would have.
-  const connections = await Promise.all(queues.flatMap(() => [amqplib.connect(job.amqpUrl), amqplib.connect(job.amqpUrl)]));
-  const lanes = await Promise.all(queues.map(async (queue, n) => ({
-    queue,
-    publisher: await (connections[2 * n] as amqplib.ChannelModel).createConfirmChannel(),
-    consumer: await (connections[2 * n + 1] as amqplib.ChannelModel).createChannel(),
-  })));
+  const lanes = await Promise.all(queues.map(async (queue) => {
+    const [publishing, consuming] = await Promise.all([amqplib.connect(job.amqpUrl), amqplib.connect(job.amqpUrl)]);
+    return { queue, connections: [publishing, consuming], publisher: await publishing.createConfirmChannel(), consumer: await consuming.createChannel() };
+  }));
   const cpu = process.cpuUsage();
   const start = performance.now();
   try {
@@ -92,7 +90,7 @@ async function run(job: BrokerJob): Promise<BrokerResult> {
     const used = process.cpuUsage(cpu);
     return { queues: job.queues, backlog: job.backlog, messages, elapsedMs: Math.round(elapsedMs), perSecond: rate(elapsedMs), ...split, clientCpuSeconds: Math.round((used.user + used.system) / 10_000) / 100 };
   } finally {
-    await Promise.all(connections.map((c) => c.close()));
+    await Promise.all(lanes.flatMap((lane) => lane.connections).map((c) => c.close()));
     for (const queue of queues) await setup.deleteQueue(queue);
     await connection.close();
   }

@@ -51,12 +51,13 @@ function count(name: keyof typeof options): number {
 const BENCHMARKS = ['single', 'batch', 'e2e', 'latency', 'broker'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 const isBenchmark = (name: string): name is Benchmark => (BENCHMARKS as readonly string[]).includes(name);
-const chosen = options.only.split(',').filter(Boolean);
-const unknown = chosen.filter((name) => !isBenchmark(name));
+const named = options.only.split(',').filter(Boolean);
+const unknown = named.filter((name) => !isBenchmark(name));
 if (unknown.length > 0) {
   console.error(`bench: unknown benchmark '${unknown.join("', '")}'; known: ${BENCHMARKS.join(', ')}`);
   process.exit(2);
 }
+const chosen = named.filter(isBenchmark);
 const sizes = {
   tasks: count('tasks'),
   soakTasks: count('soak-tasks'),
@@ -89,9 +90,19 @@ type Outcome = {
   costs: ProcessCost[];
   postgresCpuSeconds: number;
   rabbitmqCpuSeconds: number;
-  /** Transactions committed in the benchmark's database: with one statement per transaction, the statements sent. */
-  postgresTransactions: number;
+  /**
+   * Transactions committed in the benchmark's database: with one statement per transaction, the statements sent.
+   * Absent where the benchmark has no database (RabbitMQ alone).
+   */
+  postgresTransactions?: number;
 };
+
+/** CPU seconds PostgreSQL and RabbitMQ use from now on, read by calling the answer. */
+function serverCpuFromNow(): () => Pick<Outcome, 'postgresCpuSeconds' | 'rabbitmqCpuSeconds'> {
+  const [postgres, rabbitmq] = [cpuOf('postgres'), cpuOf('beam.smp')];
+  const round = (n: number) => Math.round(n * 100) / 100;
+  return () => ({ postgresCpuSeconds: round(cpuOf('postgres') - postgres), rabbitmqCpuSeconds: round(cpuOf('beam.smp') - rabbitmq) });
+}
 
 async function commits(system: BenchSystem): Promise<number> {
   const { rows } = await system.db.query<{ n: number }>('SELECT xact_commit::int8::float8 AS n FROM pg_stat_database WHERE datname = current_database()');
@@ -116,20 +127,12 @@ async function measured(name: string, body: (system: BenchSystem) => Promise<Rec
   try {
     if (withWorkers) await system.startWorkers();
     await system.beginWindow();
-    const [pg0, mq0, tx0] = [cpuOf('postgres'), cpuOf('beam.smp'), await commits(system)];
+    const [serverCpu, tx0] = [serverCpuFromNow(), await commits(system)];
     const figures = await body(system);
     const costs = await system.endWindow();
-    const round = (n: number) => Math.round(n * 100) / 100;
     // Statistics reach pg_stat_database within a second of each transaction.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
-    return {
-      name,
-      figures,
-      costs,
-      postgresCpuSeconds: round(cpuOf('postgres') - pg0),
-      rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0),
-      postgresTransactions: (await commits(system)) - tx0,
-    };
+    return { name, figures, costs, ...serverCpu(), postgresTransactions: (await commits(system)) - tx0 };
   } finally {
     await system.stop();
   }
@@ -213,11 +216,10 @@ const SCENARIOS: Record<Benchmark, () => Promise<Outcome[]>> = {
 async function brokerAlone(queues: number, backlog: boolean): Promise<Outcome> {
   const name = `RabbitMQ alone (${queues} queue${queues > 1 ? 's' : ''}, ${sizes.brokerMessages} messages, ${backlog ? 'published first, then consumed' : 'consumed as published'})`;
   console.error(`bench: ${name}…`);
-  const [pg0, mq0] = [cpuOf('postgres'), cpuOf('beam.smp')];
+  const serverCpu = serverCpuFromNow();
   const job: BrokerJob = { amqpUrl: settings.amqpUrl, queues, messages: sizes.brokerMessages, inFlightPerQueue: 256, backlog };
   const result = await runJob<BrokerResult>('broker.ts', job);
-  const round = (n: number) => Math.round(n * 100) / 100;
-  return { name, figures: result, costs: [], postgresCpuSeconds: round(cpuOf('postgres') - pg0), rabbitmqCpuSeconds: round(cpuOf('beam.smp') - mq0), postgresTransactions: 0 };
+  return { name, figures: result, costs: [], ...serverCpu() };
 }
 
 /** Submit→start and submit→complete percentiles at a fixed offered rate, from the tasks' own timestamps. */
@@ -273,7 +275,7 @@ function soak(total: number): Promise<Outcome> {
 
 const machine = await describeMachine(settings.databaseUrl, settings.amqpUrl);
 const outcomes: Outcome[] = [];
-for (const name of chosen.filter(isBenchmark)) outcomes.push(...(await SCENARIOS[name]()));
+for (const name of chosen) outcomes.push(...(await SCENARIOS[name]()));
 if (options.soak) outcomes.push(await soak(sizes.soakTasks));
 
 const configuration = { ...settings, serviceNodeFlags: SERVICE_NODE_FLAGS, env: { ...settings.env, RATE_LIMIT_PER_SECOND: '0', AUTH_MODE: 'apikey' } };
@@ -292,6 +294,7 @@ function printTable(machine: Record<string, unknown>, config: typeof configurati
     const { samples: _samples, ...figures } = row.figures as { samples?: unknown };
     console.log(`  ${JSON.stringify(figures)}`);
     for (const cost of row.costs) console.log(`  ${cost.name}: peak RSS ${cost.peakRssMb} MB, CPU ${cost.cpuSeconds} s, event-loop delay p99 ${cost.eventLoopP99Ms ?? '?'} ms`);
-    console.log(`  PostgreSQL CPU ${row.postgresCpuSeconds} s, ${row.postgresTransactions} transactions; RabbitMQ CPU ${row.rabbitmqCpuSeconds} s`);
+    const transactions = row.postgresTransactions === undefined ? '' : `, ${row.postgresTransactions} transactions`;
+    console.log(`  PostgreSQL CPU ${row.postgresCpuSeconds} s${transactions}; RabbitMQ CPU ${row.rabbitmqCpuSeconds} s`);
   }
 }
